@@ -1,0 +1,424 @@
+//! `warden bench api`: the API's throughput and latency next to the framework's
+//! ceiling, measured in one run on one machine.
+//!
+//! The ceiling is a bare axum server started by the benchmark (on its own runtime
+//! thread, as the API runs in its own process) that answers every request with the
+//! exact bytes of a real item response: what the API could reach if auth, the
+//! database and telemetry cost nothing. Each API build under test (`--bin`, repeat to
+//! compare builds, e.g. jemalloc against the system allocator) runs as a child
+//! process on a fresh SQLite data dir. Targets are measured in interleaved rounds so
+//! machine noise falls on all of them; the report gives medians over rounds.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::http::{StatusCode, header};
+use serde::Serialize;
+
+use crate::load::{self, LoadPlan, LoadReport};
+
+/// Options of `warden bench api`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchApiArgs {
+    /// API binary to measure; repeat to compare builds side by side (the first one
+    /// is the reference for ratios). [default: this executable]
+    #[arg(long = "bin", value_name = "PATH")]
+    pub bins: Vec<PathBuf>,
+    /// Length of each measurement.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Interleaved rounds; figures are medians over rounds.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Print one JSON document on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Medians of one target over all rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetResult {
+    pub name: String,
+    pub get_item: Summary,
+    pub post_item: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub requests_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+    pub requests: u64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub concurrency: usize,
+    pub duration_s: f64,
+    pub rounds: usize,
+    pub response_bytes: usize,
+    pub ceiling: TargetResult,
+    pub builds: Vec<TargetResult>,
+}
+
+const ITEM_BODY: &str = r#"{"title":"benchmark item","data":{"kind":"order","qty":3,"tags":["a","b","c"],"note":"naïve café — ünïcödé","nested":{"ok":true,"ratio":0.25}}}"#;
+
+struct ApiUnderTest {
+    name: String,
+    base: String,
+    token: String,
+    item_id: i64,
+    child: tokio::process::Child,
+    _data: tempfile::TempDir,
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+async fn start_api(
+    bin: &Path,
+    client: &reqwest::Client,
+    index: usize,
+) -> anyhow::Result<ApiUnderTest> {
+    let data = tempfile::Builder::new().prefix("warden-bench-").tempdir()?;
+    let addr = free_port()?;
+    let child = tokio::process::Command::new(bin)
+        .arg("api")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("WARDEN_LOG", "warn")
+        .env_remove("WARDEN_DATABASE_URL")
+        .env_remove("WARDEN_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let base = format!("http://{addr}");
+    wait_ready(client, &base).await?;
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let allocator = if metrics.contains("warden_heap_bytes") {
+        "jemalloc"
+    } else {
+        "system allocator"
+    };
+    let email = format!("bench{index}@example.com");
+    let credentials = serde_json::json!({"email": email, "password": "benchmark password 1"});
+    let created = client
+        .post(format!("{base}/v1/users"))
+        .json(&credentials)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        created.status() == StatusCode::CREATED,
+        "registering failed: {}",
+        created.status()
+    );
+    let session: serde_json::Value = client
+        .post(format!("{base}/v1/sessions"))
+        .json(&credentials)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let token = session["token"]
+        .as_str()
+        .context("no token in the login answer")?
+        .to_owned();
+    let item: serde_json::Value = client
+        .post(format!("{base}/v1/items"))
+        .bearer_auth(&token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(ITEM_BODY)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let item_id = item["id"].as_i64().context("no id in the created item")?;
+    Ok(ApiUnderTest {
+        name: format!("{} ({allocator})", bin.display()),
+        base,
+        token,
+        item_id,
+        child,
+        _data: data,
+    })
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{base} did not become ready within 15 s")
+}
+
+/// Serves `body` for every GET and POST on a runtime of its own, like a separate
+/// process with two worker threads (what the API child gets on this machine).
+fn start_ceiling(body: axum::body::Bytes) -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let get_body = body.clone();
+            let app = axum::Router::new()
+                .route(
+                    "/v1/items/{id}",
+                    axum::routing::get(move || {
+                        let b = get_body.clone();
+                        async move { ([(header::CONTENT_TYPE, "application/json")], b) }
+                    }),
+                )
+                .route(
+                    "/v1/items",
+                    axum::routing::post(move |_: axum::body::Bytes| {
+                        let b = body.clone();
+                        async move {
+                            (
+                                StatusCode::CREATED,
+                                [(header::CONTENT_TYPE, "application/json")],
+                                b,
+                            )
+                        }
+                    }),
+                );
+            if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+                let _ = axum::serve(listener, app).await;
+            }
+        });
+    });
+    Ok(addr)
+}
+
+async fn measure(
+    client: &reqwest::Client,
+    plan: LoadPlan,
+    base: &str,
+    token: &str,
+    item_id: i64,
+) -> anyhow::Result<(LoadReport, LoadReport)> {
+    let (c, url, auth) = (
+        client.clone(),
+        format!("{base}/v1/items/{item_id}"),
+        format!("Bearer {token}"),
+    );
+    let get = load::run(plan, 200, move |_| {
+        let request = c.get(&url).header(header::AUTHORIZATION, &auth).send();
+        async move {
+            let r = request.await?;
+            let status = r.status().as_u16();
+            r.bytes().await?;
+            Ok(status)
+        }
+    })
+    .await?;
+    let (c, url, auth) = (
+        client.clone(),
+        format!("{base}/v1/items"),
+        format!("Bearer {token}"),
+    );
+    let post = load::run(plan, 201, move |_| {
+        let request = c
+            .post(&url)
+            .header(header::AUTHORIZATION, &auth)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(ITEM_BODY)
+            .send();
+        async move {
+            let r = request.await?;
+            let status = r.status().as_u16();
+            r.bytes().await?;
+            Ok(status)
+        }
+    })
+    .await?;
+    Ok((get, post))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn summarise(runs: &[LoadReport]) -> Summary {
+    Summary {
+        requests_per_s: median(runs.iter().map(|r| r.requests_per_s).collect()),
+        p50_ms: median(runs.iter().map(|r| r.p50_ms).collect()),
+        p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
+        errors: runs.iter().map(|r| r.errors).sum(),
+        requests: runs.iter().map(|r| r.requests).sum(),
+    }
+}
+
+/// Runs the benchmark; `this_exe` is the default build under test.
+pub async fn run_api_bench(args: BenchApiArgs, this_exe: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.concurrency > 0 && args.rounds > 0,
+        "--concurrency and --rounds must be at least 1"
+    );
+    let bins = if args.bins.is_empty() {
+        vec![this_exe.to_owned()]
+    } else {
+        args.bins.clone()
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let mut apis = Vec::new();
+    for (i, bin) in bins.iter().enumerate() {
+        apis.push(start_api(bin, &client, i).await?);
+    }
+    let first = &apis[0];
+    let sample = client
+        .get(format!("{}/v1/items/{}", first.base, first.item_id))
+        .bearer_auth(&first.token)
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    let response_bytes = sample.len();
+    let ceiling_base = format!("http://{}", start_ceiling(sample)?);
+
+    let plan = LoadPlan {
+        concurrency: args.concurrency,
+        duration: args.duration,
+        max_requests: u64::MAX,
+    };
+    let targets = apis.len() + 1;
+    let mut get_runs = vec![Vec::new(); targets];
+    let mut post_runs = vec![Vec::new(); targets];
+    for round in 1..=args.rounds {
+        for t in 0..targets {
+            let (name, base, token, id) = if t == 0 {
+                ("ceiling (bare axum)", ceiling_base.as_str(), "-", 1)
+            } else {
+                let a = &apis[t - 1];
+                (
+                    a.name.as_str(),
+                    a.base.as_str(),
+                    a.token.as_str(),
+                    a.item_id,
+                )
+            };
+            eprintln!("round {round}/{}: {name}", args.rounds);
+            let (get, post) = measure(&client, plan, base, token, id).await?;
+            get_runs[t].push(get);
+            post_runs[t].push(post);
+        }
+    }
+    let result = |t: usize, name: String| TargetResult {
+        name,
+        get_item: summarise(&get_runs[t]),
+        post_item: summarise(&post_runs[t]),
+    };
+    let report = BenchReport {
+        concurrency: args.concurrency,
+        duration_s: args.duration.as_secs_f64(),
+        rounds: args.rounds,
+        response_bytes,
+        ceiling: result(0, "ceiling (bare axum)".into()),
+        builds: apis
+            .iter()
+            .enumerate()
+            .map(|(i, a)| result(i + 1, a.name.clone()))
+            .collect(),
+    };
+    for mut api in apis {
+        let _ = api.child.kill().await;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(report: &BenchReport) {
+    println!(
+        "warden bench api: {} connections, {} s per measurement, median of {} rounds, {}-byte item",
+        report.concurrency, report.duration_s, report.rounds, report.response_bytes
+    );
+    println!(
+        "{:<48} {:>10} {:>8} {:>8} {:>9}   {:>10} {:>8} {:>8} {:>9}",
+        "target",
+        "GET req/s",
+        "p50 ms",
+        "p99 ms",
+        "% ceil",
+        "POST req/s",
+        "p50 ms",
+        "p99 ms",
+        "% ceil"
+    );
+    let ceiling = &report.ceiling;
+    let reference = report.builds.first();
+    for t in std::iter::once(ceiling).chain(report.builds.iter()) {
+        println!(
+            "{:<48} {:>10.0} {:>8.2} {:>8.2} {:>8.1}%   {:>10.0} {:>8.2} {:>8.2} {:>8.1}%",
+            t.name,
+            t.get_item.requests_per_s,
+            t.get_item.p50_ms,
+            t.get_item.p99_ms,
+            100.0 * t.get_item.requests_per_s / ceiling.get_item.requests_per_s.max(f64::EPSILON),
+            t.post_item.requests_per_s,
+            t.post_item.p50_ms,
+            t.post_item.p99_ms,
+            100.0 * t.post_item.requests_per_s / ceiling.post_item.requests_per_s.max(f64::EPSILON),
+        );
+    }
+    if let Some(reference) = reference {
+        for other in report.builds.iter().skip(1) {
+            println!(
+                "{} vs {}: GET {:.1}%, POST {:.1}% of the first build's throughput",
+                other.name,
+                reference.name,
+                100.0 * other.get_item.requests_per_s
+                    / reference.get_item.requests_per_s.max(f64::EPSILON),
+                100.0 * other.post_item.requests_per_s
+                    / reference.post_item.requests_per_s.max(f64::EPSILON),
+            );
+        }
+    }
+    let errors: u64 = std::iter::once(ceiling)
+        .chain(report.builds.iter())
+        .map(|t| t.get_item.errors + t.post_item.errors)
+        .sum();
+    if errors > 0 {
+        println!("warning: {errors} requests failed or answered an unexpected status");
+    }
+}

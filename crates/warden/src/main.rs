@@ -1,0 +1,90 @@
+//! `warden`: the command line. It parses arguments and wires the crates together;
+//! the work itself lives in the library crates.
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use warden_api::{ApiArgs, Application, Settings};
+use warden_telemetry::BuildInfo;
+
+const BUILD: BuildInfo = BuildInfo {
+    version: env!("CARGO_PKG_VERSION"),
+    git_commit: env!("WARDEN_GIT_COMMIT"),
+    lockfile_sha256: env!("WARDEN_LOCKFILE_SHA256"),
+};
+
+/// Warden: an API service, and the system that keeps it from going down the way a
+/// leaking JSON library once took an API down for 105 minutes.
+///
+/// Every flag can also be set with an environment variable: WARDEN_ + the flag's
+/// name in capitals with - as _ (WARDEN_LISTEN, WARDEN_DATA_DIR, ...).
+/// Exit codes: 0 success, 1 a check found a problem, 2 usage or environment error.
+#[derive(Parser)]
+#[command(name = "warden", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run Warden on this machine: the API on 127.0.0.1:8080, data in ./warden-data.
+    ///
+    /// Needs no configuration, server or network: the database is an SQLite file in
+    /// the data directory.
+    Up(ApiArgs),
+    /// Run one API instance (what `up` supervises), configured by flags, WARDEN_*
+    /// environment variables or a TOML file (--config).
+    ///
+    /// Endpoints: /v1/users, /v1/sessions, /v1/me, /v1/items; /healthz, /readyz,
+    /// /metrics (Prometheus) and /openapi.json (OpenAPI 3.1).
+    Api(ApiArgs),
+    /// Benchmarks, side by side with their peers in one run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Throughput and latency of the API against a bare axum server's ceiling.
+    Api(warden_memtest::bench::BenchApiArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    warden_telemetry::logging::init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) | Command::Api(args) => serve_api(args).await,
+            Command::Bench(BenchCommand::Api(args)) => {
+                let exe = std::env::current_exe()?;
+                warden_memtest::bench::run_api_bench(args, &exe).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve_api(args: ApiArgs) -> anyhow::Result<()> {
+    Settings::prepare_data_dir(&args)?;
+    let settings = Settings::resolve(args)?;
+    let app = Application::build(settings, &BUILD).await?;
+    app.run_until(warden_api::shutdown_signal()).await
+}
