@@ -1,0 +1,723 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
+
+//! The API over real HTTP on loopback, against SQLite and PostgreSQL: every test
+//! below runs once per backend.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, PASSWORD, TestApp, assert_problem};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() {
+                   if let Some(backend) = super::Backend::postgres() { super::$name(backend).await }
+               } )*
+        }
+    };
+}
+
+on_both_backends!(
+    registering_returns_the_user_and_refuses_duplicates,
+    registration_validates_email_and_password,
+    login_returns_a_token_that_authenticates,
+    wrong_email_and_wrong_password_look_the_same,
+    logout_revokes_the_token,
+    expired_tokens_are_refused,
+    items_round_trip_any_json,
+    items_validate_their_title,
+    items_page_newest_first_with_a_cursor,
+    another_users_item_is_not_found,
+    failed_logins_are_throttled_per_account,
+    failed_logins_are_throttled_per_address,
+    json_limits_are_enforced,
+    overload_is_shed_with_retry_after,
+    slow_requests_time_out,
+    health_readiness_and_unknown_routes,
+    metrics_describe_requests_memory_and_build,
+    openapi_document_lists_every_route,
+    data_survives_a_restart,
+);
+
+async fn registering_returns_the_user_and_refuses_duplicates(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    let r = app.register("Ada@Example.com").await;
+    assert_eq!(r.status(), 201);
+    let user: Value = r.json().await.unwrap();
+    assert_eq!(user["email"], "ada@example.com");
+    assert!(user["id"].is_i64());
+    assert!(user["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(user.get("password_hash").is_none());
+
+    let detail = assert_problem(app.register("ada@example.COM").await, 409).await;
+    assert!(detail.contains("already registered"), "{detail}");
+}
+
+async fn registration_validates_email_and_password(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    for (email, password, needle) in [
+        ("not-an-email", PASSWORD, "email"),
+        ("a@", PASSWORD, "email"),
+        ("ada@example.com", "short", "12 to 128"),
+        ("ada@example.com", &"x".repeat(129), "12 to 128"),
+    ] {
+        let r = app
+            .post_json(
+                "/v1/users",
+                &json!({"email": email, "password": password}),
+                None,
+            )
+            .await;
+        let detail = assert_problem(r, 422).await;
+        assert!(detail.contains(needle), "{detail}");
+    }
+    // Exactly 12 and 128 characters (multi-byte ones count as one) are fine.
+    for (i, password) in ["ü".repeat(12), "p".repeat(128)].iter().enumerate() {
+        let r = app
+            .post_json(
+                "/v1/users",
+                &json!({"email": format!("u{i}@example.com"), "password": password}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    let r = app
+        .post_json(
+            "/v1/users",
+            &json!({"email": "b@example.com", "password": PASSWORD, "admin": true}),
+            None,
+        )
+        .await;
+    let detail = assert_problem(r, 422).await;
+    assert!(detail.contains("unknown field `admin`"), "{detail}");
+    let r = app
+        .post_json("/v1/users", &json!({"email": "c@example.com"}), None)
+        .await;
+    assert!(assert_problem(r, 422).await.contains("password"));
+}
+
+async fn login_returns_a_token_that_authenticates(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    app.register("ada@example.com").await;
+    let r = app.login("ADA@example.com", PASSWORD).await;
+    assert_eq!(r.status(), 201);
+    let session: Value = r.json().await.unwrap();
+    let token = session["token"].as_str().unwrap();
+    assert_eq!(token.len(), 43, "256 bits in unpadded base64url");
+    let expires = session["expires_at"].as_str().unwrap();
+    let expires =
+        time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    let hours = (expires - time::OffsetDateTime::now_utc()).whole_minutes() as f64 / 60.0;
+    assert!(
+        (23.9..=24.0).contains(&hours),
+        "default expiry 24 h, got {hours} h"
+    );
+
+    let me: Value = app.get("/v1/me", Some(token)).await.json().await.unwrap();
+    assert_eq!(me["email"], "ada@example.com");
+
+    let r = app.get("/v1/me", None).await;
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_problem(r, 401).await;
+    assert_problem(app.get("/v1/me", Some("not-a-real-token")).await, 401).await;
+    let r = app
+        .client
+        .get(app.url("/v1/me"))
+        .header("authorization", format!("Basic {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 401).await;
+}
+
+async fn wrong_email_and_wrong_password_look_the_same(backend: Backend) {
+    let app = TestApp::spawn_with(&backend, |s| s.login_failures_per_account = 100).await;
+    app.register("ada@example.com").await;
+    let mut wrong_password = Vec::new();
+    let mut unknown_email = Vec::new();
+    let mut bodies = std::collections::HashSet::new();
+    for i in 0..5 {
+        let t = Instant::now();
+        let r = app.login("ada@example.com", "wrong password!!").await;
+        wrong_password.push(t.elapsed());
+        bodies.insert(assert_problem(r, 401).await);
+        let t = Instant::now();
+        let r = app
+            .login(&format!("nobody{i}@example.com"), "wrong password!!")
+            .await;
+        unknown_email.push(t.elapsed());
+        bodies.insert(assert_problem(r, 401).await);
+    }
+    assert_eq!(bodies.len(), 1, "identical answers: {bodies:?}");
+    // Unknown emails are verified against a dummy hash, so both cost an argon2
+    // verification. Without it, an unknown email answers ~100x faster. The bound is
+    // deliberately loose: this checks the work is done, not how fast.
+    wrong_password.sort();
+    unknown_email.sort();
+    let ratio = unknown_email[2].as_secs_f64() / wrong_password[2].as_secs_f64();
+    assert!(
+        ratio > 0.3,
+        "unknown email answered much faster: ratio {ratio:.2}"
+    );
+}
+
+async fn logout_revokes_the_token(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    let token = app.user("ada@example.com").await;
+    let other: Value = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = app
+        .client
+        .delete(app.url("/v1/sessions/current"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_problem(app.get("/v1/me", Some(&token)).await, 401).await;
+    let r = app
+        .client
+        .delete(app.url("/v1/sessions/current"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 401).await;
+    // Other sessions of the same user are unaffected.
+    assert_eq!(
+        app.get("/v1/me", other["token"].as_str()).await.status(),
+        200
+    );
+}
+
+async fn expired_tokens_are_refused(backend: Backend) {
+    let app = TestApp::spawn_with(&backend, |s| s.token_ttl = Duration::from_millis(1500)).await;
+    let token = app.user("ada@example.com").await;
+    assert_eq!(app.get("/v1/me", Some(&token)).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let detail = assert_problem(app.get("/v1/me", Some(&token)).await, 401).await;
+    assert!(detail.contains("expired"), "{detail}");
+}
+
+async fn items_round_trip_any_json(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    let token = app.user("ada@example.com").await;
+    for data in [
+        json!(null),
+        json!(42),
+        json!("text ✓"),
+        json!([1, [2, [3]]]),
+        json!({"a": {"b": [true, 1.5]}}),
+    ] {
+        let item = app.create_item(&token, "thing", data.clone()).await;
+        assert_eq!(item["data"], data);
+        let id = item["id"].as_i64().unwrap();
+        let got: Value = app
+            .get(&format!("/v1/items/{id}"), Some(&token))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(got, item);
+    }
+    let item = app.create_item(&token, "before", json!({"v": 1})).await;
+    let id = item["id"].as_i64().unwrap();
+    let r = app
+        .client
+        .put(app.url(&format!("/v1/items/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({"title": "after", "data": {"v": 2}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let updated: Value = r.json().await.unwrap();
+    assert_eq!(
+        (updated["title"].as_str(), &updated["data"]),
+        (Some("after"), &json!({"v": 2}))
+    );
+    assert_eq!(updated["created_at"], item["created_at"]);
+
+    let r = app
+        .client
+        .delete(app.url(&format!("/v1/items/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_problem(app.get(&format!("/v1/items/{id}"), Some(&token)).await, 404).await;
+    let r = app
+        .client
+        .delete(app.url(&format!("/v1/items/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 404).await;
+    assert_problem(app.get("/v1/items/abc", Some(&token)).await, 400).await;
+    assert_problem(app.get("/v1/items/1", None).await, 401).await;
+}
+
+async fn items_validate_their_title(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    let token = app.user("ada@example.com").await;
+    for body in [
+        json!({"title": "", "data": 1}),
+        json!({"title": "   ", "data": 1}),
+        json!({"title": "t".repeat(201), "data": 1}),
+        json!({"title": "ok"}),
+        json!({"title": 5, "data": 1}),
+        json!({"title": "ok", "data": 1, "owner": 2}),
+    ] {
+        assert_problem(app.post_json("/v1/items", &body, Some(&token)).await, 422).await;
+    }
+    let list: Value = app
+        .get("/v1/items", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"], json!([]), "rejected input changed nothing");
+}
+
+async fn items_page_newest_first_with_a_cursor(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    let token = app.user("ada@example.com").await;
+    let mut created = Vec::new();
+    for i in 0..25 {
+        created.push(
+            app.create_item(&token, &format!("item {i}"), json!(i))
+                .await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    created.reverse();
+    let mut seen = Vec::new();
+    let mut path = "/v1/items?limit=10".to_owned();
+    let mut pages = 0;
+    loop {
+        let page: Value = app.get(&path, Some(&token)).await.json().await.unwrap();
+        pages += 1;
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_i64().unwrap()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/items?limit=10&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, created, "every item once, newest first");
+    let default: Value = app
+        .get("/v1/items", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(default["items"].as_array().unwrap().len(), 20);
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=x",
+        "cursor=%%%",
+        "cursor=bm90LWFuLWlk",
+    ] {
+        assert_problem(
+            app.get(&format!("/v1/items?{bad}"), Some(&token)).await,
+            400,
+        )
+        .await;
+    }
+}
+
+async fn another_users_item_is_not_found(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    let ada = app.user("ada@example.com").await;
+    let bob = app.user("bob@example.com").await;
+    let item = app
+        .create_item(&ada, "ada's", json!({"secret": true}))
+        .await;
+    let path = format!("/v1/items/{}", item["id"]);
+    assert_problem(app.get(&path, Some(&bob)).await, 404).await;
+    let r = app
+        .client
+        .put(app.url(&path))
+        .bearer_auth(&bob)
+        .json(&json!({"title": "mine", "data": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 404).await;
+    let r = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 404).await;
+    let list: Value = app.get("/v1/items", Some(&bob)).await.json().await.unwrap();
+    assert_eq!(list["items"], json!([]));
+    let still: Value = app.get(&path, Some(&ada)).await.json().await.unwrap();
+    assert_eq!(still, item, "bob's attempts changed nothing");
+}
+
+async fn failed_logins_are_throttled_per_account(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    app.register("ada@example.com").await;
+    for _ in 0..5 {
+        assert_problem(app.login("ada@example.com", "wrong password!!").await, 401).await;
+    }
+    let r = app.login("ada@example.com", "wrong password!!").await;
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+    assert_problem(r, 429).await;
+    // While throttled, even the right password waits: that is what stops guessing.
+    assert_problem(app.login("ada@example.com", PASSWORD).await, 429).await;
+    // Other accounts are unaffected.
+    app.register("bob@example.com").await;
+    assert_eq!(app.login("bob@example.com", PASSWORD).await.status(), 201);
+}
+
+async fn failed_logins_are_throttled_per_address(backend: Backend) {
+    let app = TestApp::spawn_with(&backend, |s| s.login_failures_per_address = 4).await;
+    for i in 0..4 {
+        assert_problem(
+            app.login(&format!("u{i}@example.com"), "wrong password!!")
+                .await,
+            401,
+        )
+        .await;
+    }
+    let r = app.login("fresh@example.com", "wrong password!!").await;
+    assert!(r.headers().contains_key("retry-after"));
+    let detail = assert_problem(r, 429).await;
+    assert!(detail.contains("address"), "{detail}");
+}
+
+async fn json_limits_are_enforced(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    let token = app.user("ada@example.com").await;
+    let post = |body: Vec<u8>, content_type: Option<&str>| {
+        let mut r = app
+            .client
+            .post(app.url("/v1/items"))
+            .bearer_auth(&token)
+            .body(body);
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        r.send()
+    };
+    let json_ct = Some("application/json");
+
+    // Size: 256 KiB by default.
+    let big = format!(r#"{{"title":"big","data":"{}"}}"#, "x".repeat(256 * 1024));
+    let detail = assert_problem(post(big.into_bytes(), json_ct).await.unwrap(), 413).await;
+    assert!(detail.contains("262144"), "{detail}");
+    let fits = format!(r#"{{"title":"fits","data":"{}"}}"#, "x".repeat(255 * 1024));
+    assert_eq!(
+        post(fits.into_bytes(), json_ct).await.unwrap().status(),
+        201
+    );
+
+    // Depth: 64 levels by default, counting the body's own object.
+    let nested = |levels: usize| {
+        format!(
+            r#"{{"title":"deep","data":{}1{}}}"#,
+            "[".repeat(levels),
+            "]".repeat(levels)
+        )
+    };
+    assert_eq!(
+        post(nested(63).into_bytes(), json_ct)
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let detail = assert_problem(post(nested(64).into_bytes(), json_ct).await.unwrap(), 400).await;
+    assert!(detail.contains("64 levels"), "{detail}");
+
+    // Content type.
+    let ok_body = br#"{"title":"t","data":1}"#.to_vec();
+    assert_problem(
+        post(ok_body.clone(), Some("text/plain")).await.unwrap(),
+        415,
+    )
+    .await;
+    assert_problem(post(ok_body.clone(), None).await.unwrap(), 415).await;
+    assert_eq!(
+        post(ok_body, Some("application/json; charset=utf-8"))
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+
+    // Malformed and non-UTF-8 bodies name the position.
+    let detail = assert_problem(
+        post(b"{\"title\": \"t\",\n \"data\": }".to_vec(), json_ct)
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(detail.contains("line 2 column"), "{detail}");
+    let detail = assert_problem(
+        post(b"{\"title\": \"\xc3\x28\", \"data\": 1}".to_vec(), json_ct)
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(detail.contains("UTF-8 at byte 11"), "{detail}");
+    assert_problem(post(Vec::new(), json_ct).await.unwrap(), 400).await;
+
+    let list: Value = app
+        .get("/v1/items?limit=100", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        3,
+        "only the accepted bodies were stored"
+    );
+}
+
+/// Opens a raw connection and sends a POST whose body is not finished, so the
+/// request stays in flight inside the handler until `finish` is called.
+pub struct HalfSentRequest {
+    stream: tokio::net::TcpStream,
+    rest: Vec<u8>,
+}
+
+impl HalfSentRequest {
+    pub async fn start(addr: std::net::SocketAddr, token: &str) -> Self {
+        let body = br#"{"title":"slow","data":{"x":1}}"#;
+        let (head, rest) = body.split_at(10);
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "POST /v1/items HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(head).await.unwrap();
+        stream.flush().await.unwrap();
+        Self {
+            stream,
+            rest: rest.to_vec(),
+        }
+    }
+
+    /// Sends the rest of the body and returns the raw response.
+    pub async fn finish(mut self) -> String {
+        self.stream.write_all(&self.rest).await.unwrap();
+        self.response().await
+    }
+
+    pub async fn response(mut self) -> String {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(20), self.stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+async fn overload_is_shed_with_retry_after(backend: Backend) {
+    let app = TestApp::spawn_with(&backend, |s| s.max_concurrent_requests = 1).await;
+    let token = app.user("ada@example.com").await;
+    let in_flight = HalfSentRequest::start(app.addr, &token).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = app.get("/v1/me", Some(&token)).await;
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(assert_problem(r, 503).await.contains("concurrency limit"));
+    // Operational endpoints are not shed: monitoring still works under overload.
+    assert_eq!(app.get("/metrics", None).await.status(), 200);
+    assert!(in_flight.finish().await.starts_with("HTTP/1.1 201"));
+    assert_eq!(app.get("/v1/me", Some(&token)).await.status(), 200);
+}
+
+async fn slow_requests_time_out(backend: Backend) {
+    let app =
+        TestApp::spawn_with(&backend, |s| s.request_timeout = Duration::from_millis(500)).await;
+    let token = app.user("ada@example.com").await;
+    let stalled = HalfSentRequest::start(app.addr, &token).await;
+    let response = stalled.response().await;
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(response.contains("timeout"), "{response}");
+}
+
+async fn health_readiness_and_unknown_routes(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    let r: Value = app.get("/healthz", None).await.json().await.unwrap();
+    assert_eq!(r["status"], "ok");
+    let r: Value = app.get("/readyz", None).await.json().await.unwrap();
+    assert_eq!(r["status"], "ready");
+    assert_problem(app.get("/v2/nothing/here", None).await, 404).await;
+}
+
+async fn metrics_describe_requests_memory_and_build(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    let token = app.user("ada@example.com").await;
+    let item = app.create_item(&token, "x", json!(1)).await;
+    app.get(&format!("/v1/items/{}", item["id"]), Some(&token))
+        .await;
+    app.get("/v1/items/999999", Some(&token)).await;
+    let r = app.get("/metrics", None).await;
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.unwrap();
+    for needle in [
+        r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="200",http_route="/v1/items/{id}"} 1"#,
+        r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="404",http_route="/v1/items/{id}"} 1"#,
+        r#"http_server_request_duration_seconds_count{http_request_method="POST",http_response_status_code="201",http_route="/v1/users"} 1"#,
+        "http_server_active_requests 1",
+        "process_resident_memory_bytes ",
+        "process_virtual_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+        "process_threads ",
+        "warden_db_pool_connections ",
+        "warden_db_pool_idle_connections ",
+        "warden_db_pool_max_connections 16",
+        r#"warden_build_info{git_commit="test",lockfile_sha256="test",version="0.0.0-test"} 1"#,
+        "warden_chaos_leak_bytes_per_request 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    assert!(!text.contains("999999"), "raw paths never become labels");
+    promtool_check(&text);
+}
+
+/// Runs `promtool check metrics` on an exposition. promtool comes from Debian's
+/// `prometheus` package (the test command installs it); without it the check is
+/// skipped with a note, except under CI=true, where it fails.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but promtool is not installed (Debian package `prometheus`)")
+        }
+        Err(_) => {
+            eprintln!("skipping promtool check: install Debian's `prometheus` package");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn openapi_document_lists_every_route(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    let doc: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for (path, methods) in [
+        ("/v1/users", &["post"][..]),
+        ("/v1/sessions", &["post"]),
+        ("/v1/sessions/current", &["delete"]),
+        ("/v1/me", &["get"]),
+        ("/v1/items", &["get", "post"]),
+        ("/v1/items/{id}", &["get", "put", "delete"]),
+        ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
+        ("/metrics", &["get"]),
+    ] {
+        for m in methods {
+            let op = &doc["paths"][path][m];
+            assert!(op.is_object(), "{m} {path} missing");
+            if path.starts_with("/v1/") {
+                assert!(
+                    op["responses"]["500"].is_object(),
+                    "{m} {path} lacks error answers"
+                );
+            }
+        }
+    }
+    for schema in [
+        "Credentials",
+        "User",
+        "Session",
+        "Item",
+        "ItemInput",
+        "ItemPage",
+        "Problem",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} missing"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+async fn data_survives_a_restart(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    let token = app.user("ada@example.com").await;
+    let item = app.create_item(&token, "keep me", json!({"n": 1})).await;
+    let app = app.restart().await;
+    let got: Value = app
+        .get(&format!("/v1/items/{}", item["id"]), Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, item, "sessions and items persist across restarts");
+}
