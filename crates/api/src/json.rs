@@ -37,39 +37,47 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let limits: JsonLimits = axum::extract::FromRef::from_ref(state);
         check_content_type(request.headers().get(header::CONTENT_TYPE))?;
-        let too_large = ApiError::PayloadTooLarge {
-            limit: limits.max_bytes,
-        };
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limits.max_bytes as u64) {
-            return Err(too_large);
-        }
-        let bytes = axum::body::to_bytes(request.into_body(), limits.max_bytes)
-            .await
-            .map_err(|error| {
-                if is_length_limit(&error) {
-                    too_large
-                } else {
-                    ApiError::BadRequest(format!("could not read the request body: {error}"))
-                }
-            })?;
+        let bytes = read_body(request, limits.max_bytes).await?;
         parse_json_body(&bytes, &limits).map(ApiJson)
     }
 }
 
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
+/// Bytes of an oversized body read and discarded before answering 413, so that a
+/// client that is still sending gets the 413 rather than a broken pipe. Beyond this
+/// (or a declared length beyond it) the answer is immediate and the connection closes.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// Reads the body into memory, refusing more than `max` bytes with 413.
+async fn read_body(request: Request, max: usize) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt as _;
+    let too_large = || ApiError::PayloadTooLarge { limit: max };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > max.saturating_add(DRAIN_LIMIT)) {
+        return Err(too_large());
     }
-    false
+    let mut body = request.into_body();
+    let mut buffer = Vec::with_capacity(declared.unwrap_or(0).min(max));
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen > max.saturating_add(DRAIN_LIMIT) {
+            break;
+        }
+        if seen <= max {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    if seen > max {
+        return Err(too_large());
+    }
+    Ok(buffer)
 }
 
 fn check_content_type(value: Option<&axum::http::HeaderValue>) -> Result<(), ApiError> {

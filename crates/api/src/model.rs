@@ -13,7 +13,7 @@ use crate::error::ApiError;
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// An email address; compared case-insensitively.
-    #[schema(example = "ada@example.com")]
+    #[schema(example = "ada@example.com", format = Email)]
     pub email: String,
     /// 12 to 128 characters.
     #[schema(
