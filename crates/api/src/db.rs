@@ -21,10 +21,17 @@ pub enum Backend {
     Postgres,
 }
 
-/// The API's connection pool. Cheap to clone.
+/// The API's connection pools. Cheap to clone.
+///
+/// SQLite allows one writer at a time and makes others wait by sleeping and
+/// retrying (the busy timeout), which turns concurrent writes into latency spikes.
+/// So on SQLite, writes go through a pool of exactly one connection and queue in
+/// the process instead; reads use the main pool, in parallel thanks to WAL. On
+/// PostgreSQL both are the same pool.
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    writer: AnyPool,
     backend: Backend,
 }
 
@@ -55,6 +62,31 @@ pub fn now_ms() -> i64 {
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
+async fn open_pool(url: &str, backend: Backend, max_connections: u32) -> anyhow::Result<AnyPool> {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        // Pinging a local SQLite file before every use costs a round trip to its
+        // worker thread and finds nothing; a PostgreSQL connection can die with the
+        // network, so it is checked.
+        .test_before_acquire(backend == Backend::Postgres)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    conn.execute(
+                        "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                         PRAGMA synchronous = NORMAL;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))
+}
+
 impl Db {
     /// Connects, applies pragmas (SQLite: WAL, foreign keys, busy timeout) and runs
     /// the embedded migrations.
@@ -65,24 +97,7 @@ impl Db {
         } else {
             Backend::Postgres
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute(
-                            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-                             PRAGMA synchronous = NORMAL;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+        let pool = open_pool(url, backend, max_connections).await?;
         if backend == Backend::Sqlite {
             // WAL lets readers proceed while a write is in progress; the mode is
             // persistent in the file, so setting it once is enough.
@@ -96,7 +111,15 @@ impl Db {
             .run(&pool)
             .await
             .map_err(|e| anyhow::anyhow!("cannot migrate the database: {e}"))?;
-        Ok(Self { pool, backend })
+        let writer = match backend {
+            Backend::Sqlite => open_pool(url, backend, 1).await?,
+            Backend::Postgres => pool.clone(),
+        };
+        Ok(Self {
+            pool,
+            writer,
+            backend,
+        })
     }
 
     /// Which database this is.
@@ -106,11 +129,17 @@ impl Db {
 
     /// Connections open and idle, for the pool gauges.
     pub fn pool_stats(&self) -> (u32, usize) {
-        (self.pool.size(), self.pool.num_idle())
+        let (mut open, mut idle) = (self.pool.size(), self.pool.num_idle());
+        if self.backend == Backend::Sqlite {
+            open += self.writer.size();
+            idle += self.writer.num_idle();
+        }
+        (open, idle)
     }
 
     /// Closes every connection (on shutdown).
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -132,7 +161,7 @@ impl Db {
         .bind(email)
         .bind(password_hash)
         .bind(created_at)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await;
         match result {
             Ok(id) => Ok(Some(UserRow {
@@ -173,15 +202,18 @@ impl Db {
         .bind(user_id)
         .bind(now_ms())
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map(drop)
     }
 
-    /// The user of an unexpired session.
-    pub async fn session_user(&self, token_sha256: &str) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT user_id FROM sessions WHERE token_sha256 = $1 AND expires_at > $2",
+    /// The user and expiry time of an unexpired session.
+    pub async fn session_user(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<(i64, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT user_id, expires_at FROM sessions WHERE token_sha256 = $1 AND expires_at > $2",
         )
         .bind(token_sha256)
         .bind(now_ms())
@@ -192,7 +224,7 @@ impl Db {
     pub async fn delete_session(&self, token_sha256: &str) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM sessions WHERE token_sha256 = $1")
             .bind(token_sha256)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map(drop)
     }
@@ -201,7 +233,7 @@ impl Db {
     pub async fn purge_expired_sessions(&self) -> Result<u64, sqlx::Error> {
         sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map(|r| r.rows_affected())
     }
@@ -221,7 +253,7 @@ impl Db {
         .bind(title)
         .bind(data)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         Ok(ItemRow {
             id,
@@ -275,7 +307,7 @@ impl Db {
         .bind(now_ms())
         .bind(id)
         .bind(user_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         if affected == 0 {
@@ -289,7 +321,7 @@ impl Db {
         sqlx::query("DELETE FROM items WHERE id = $1 AND user_id = $2")
             .bind(id)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map(|r| r.rows_affected() > 0)
     }
