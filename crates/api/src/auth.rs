@@ -108,10 +108,56 @@ pub struct AuthUser {
     pub token_digest: String,
 }
 
+/// Recently seen sessions, so that most requests skip the session query.
+///
+/// An entry lives at most `ttl` (default 5 s) and never past the token's expiry.
+/// Logging out removes the entry here at once; another instance of the API may
+/// accept the revoked token until its own entry ages out, which is the price of
+/// not querying the database on every request. A `ttl` of zero disables caching.
+#[derive(Clone)]
+pub struct SessionCache {
+    entries: Option<moka::sync::Cache<String, (i64, i64)>>,
+}
+
+impl SessionCache {
+    pub fn new(ttl: Duration) -> Self {
+        let entries = (!ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build()
+        });
+        Self { entries }
+    }
+
+    /// The user of an unexpired session, from the cache or the database.
+    async fn user(&self, db: &Db, digest: &str) -> Result<Option<i64>, ApiError> {
+        let now = crate::db::now_ms();
+        if let Some((user_id, expires_at)) = self.entries.as_ref().and_then(|c| c.get(digest))
+            && expires_at > now
+        {
+            return Ok(Some(user_id));
+        }
+        let found = db.session_user(digest).await?;
+        if let (Some(cache), Some(entry)) = (&self.entries, found) {
+            cache.insert(digest.to_owned(), entry);
+        }
+        Ok(found.map(|(user_id, _)| user_id))
+    }
+
+    /// Forgets a revoked session.
+    pub fn revoke(&self, digest: &str) {
+        if let Some(cache) = &self.entries {
+            cache.invalidate(digest);
+        }
+    }
+}
+
 impl<S> FromRequestParts<S> for AuthUser
 where
     S: Send + Sync,
     Db: FromRef<S>,
+    SessionCache: FromRef<S>,
 {
     type Rejection = ApiError;
 
@@ -133,7 +179,7 @@ where
             ))?;
         let digest = token_digest(token);
         let db = Db::from_ref(state);
-        match db.session_user(&digest).await? {
+        match SessionCache::from_ref(state).user(&db, &digest).await? {
             Some(user_id) => Ok(Self {
                 user_id,
                 token_digest: digest,

@@ -47,6 +47,13 @@ pub struct ApiArgs {
     #[serde(default, with = "humantime_serde")]
     pub token_ttl: Option<Duration>,
 
+    /// How long a validated session is remembered before the database is asked
+    /// again. Logging out takes effect at once on this instance; other instances may
+    /// accept a revoked token this long. `0s` disables the cache. [default: 5s]
+    #[arg(long, env = "WARDEN_SESSION_CACHE_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub session_cache_ttl: Option<Duration>,
+
     /// Largest accepted request body in bytes; larger bodies get 413. [default: 262144]
     #[arg(long, env = "WARDEN_BODY_LIMIT_BYTES", value_name = "BYTES")]
     pub body_limit_bytes: Option<usize>,
@@ -127,6 +134,7 @@ pub struct Settings {
     pub database_url: String,
     pub db_max_connections: u32,
     pub token_ttl: Duration,
+    pub session_cache_ttl: Duration,
     pub body_limit_bytes: usize,
     pub json_max_depth: usize,
     pub request_timeout: Duration,
@@ -184,6 +192,9 @@ impl Settings {
                 pick.get(|a| a.token_ttl),
                 Duration::from_secs(24 * 3600),
             )?,
+            session_cache_ttl: pick
+                .get(|a| a.session_cache_ttl)
+                .unwrap_or(Duration::from_secs(5)),
             body_limit_bytes: positive(
                 "body-limit-bytes",
                 pick.get(|a| a.body_limit_bytes),

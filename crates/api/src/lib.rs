@@ -57,6 +57,7 @@ pub struct AppState {
     pub db: db::Db,
     pub passwords: auth::Passwords,
     pub throttle: Arc<auth::LoginThrottle>,
+    pub sessions: auth::SessionCache,
     pub limits: JsonLimits,
     pub token_ttl: Duration,
     pub telemetry: Telemetry,
@@ -65,6 +66,12 @@ pub struct AppState {
 impl FromRef<AppState> for db::Db {
     fn from_ref(state: &AppState) -> Self {
         state.db.clone()
+    }
+}
+
+impl FromRef<AppState> for auth::SessionCache {
+    fn from_ref(state: &AppState) -> Self {
+        state.sessions.clone()
     }
 }
 
@@ -265,6 +272,7 @@ impl Application {
                 settings.login_failures_per_account,
                 settings.login_failures_per_address,
             )),
+            sessions: auth::SessionCache::new(settings.session_cache_ttl),
             limits: JsonLimits {
                 max_bytes: settings.body_limit_bytes,
                 max_depth: settings.json_max_depth,

@@ -102,6 +102,7 @@ pub async fn delete_session(
     user: AuthUser,
 ) -> Result<StatusCode, ApiError> {
     state.db.delete_session(&user.token_digest).await?;
+    state.sessions.revoke(&user.token_digest);
     Ok(StatusCode::NO_CONTENT)
 }
 

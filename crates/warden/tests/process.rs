@@ -146,6 +146,7 @@ fn api_help_documents_every_setting() {
         "config",
         "db-max-connections",
         "token-ttl",
+        "session-cache-ttl",
         "body-limit-bytes",
         "json-max-depth",
         "request-timeout",
