@@ -65,7 +65,9 @@ async fn read_body(request: Request, max: usize) -> Result<Vec<u8>, ApiError> {
     while let Some(frame) = body.frame().await {
         let frame = frame
             .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         seen = seen.saturating_add(data.len());
         if seen > max.saturating_add(DRAIN_LIMIT) {
             break;
