@@ -99,8 +99,9 @@ pub struct ApiArgs {
     #[serde(default, with = "humantime_serde")]
     pub memory_log_interval: Option<Duration>,
 
-    /// FAULT INJECTION: leak this many bytes on every JSON request, reproducing the
-    /// outage's faulty library on purpose (for memory tests and drills). Never in
+    /// FAULT INJECTION: leak this many bytes on every /v1 request (all JSON),
+    /// reproducing the outage's faulty JSON library on purpose, for memory tests and
+    /// drills. Shown in /metrics as warden_chaos_leak_bytes_per_request. Never in
     /// production. [default: 0, off]
     #[arg(
         long,

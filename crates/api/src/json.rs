@@ -19,8 +19,6 @@ pub struct JsonLimits {
     pub max_bytes: usize,
     /// Deepest nesting of arrays and objects.
     pub max_depth: usize,
-    /// Fault injection: bytes leaked per parsed request (0 = off).
-    pub chaos_leak_bytes: usize,
 }
 
 /// A JSON request body that passed every check in [`parse_json_body`].
@@ -130,9 +128,6 @@ pub fn parse_json_body<T: DeserializeOwned>(
         ))
     })?;
     check_depth(text.as_bytes(), limits.max_depth)?;
-    if limits.chaos_leak_bytes > 0 {
-        chaos_leak(limits.chaos_leak_bytes);
-    }
     serde_json::from_str(text).map_err(|e| {
         use serde_json::error::Category;
         let place = format!("line {} column {}", e.line(), e.column());
@@ -194,11 +189,12 @@ fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The fault switch: leaks `bytes` bytes the way the outage's JSON library did.
-/// The buffer is filled so that its pages are touched and show up in RSS as well as
-/// in the heap, like a real leak.
+/// The fault switch (`--chaos-leak-bytes-per-request`): leaks `bytes` bytes, the way
+/// the outage's JSON library leaked on every request it handled; the router calls it
+/// once per `/v1` request when the switch is on. The buffer is filled so that its
+/// pages are touched and show up in RSS as well as in the heap, like a real leak.
 #[inline(never)]
-fn chaos_leak(bytes: usize) {
+pub(crate) fn chaos_leak(bytes: usize) {
     std::mem::forget(vec![0xA5_u8; bytes]);
 }
 
@@ -209,7 +205,6 @@ mod tests {
     const LIMITS: JsonLimits = JsonLimits {
         max_bytes: 1024,
         max_depth: 4,
-        chaos_leak_bytes: 0,
     };
 
     #[derive(Debug, serde::Deserialize)]

@@ -196,6 +196,17 @@ pub fn router(state: AppState, settings: &Settings) -> (Router, utoipa::openapi:
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(in_flight))
             .timeout(settings.request_timeout),
     );
+    let chaos = settings.chaos_leak_bytes_per_request;
+    let api = if chaos > 0 {
+        api.layer(axum::middleware::map_request(
+            move |request: axum::extract::Request| async move {
+                json::chaos_leak(chaos);
+                request
+            },
+        ))
+    } else {
+        api
+    };
     let spec = Arc::new(doc.clone());
     let telemetry = state.telemetry.clone();
     let router = api
@@ -260,7 +271,7 @@ impl Application {
         if settings.chaos_leak_bytes_per_request > 0 {
             tracing::warn!(
                 bytes_per_request = settings.chaos_leak_bytes_per_request,
-                "CHAOS: this process leaks memory on every JSON request on purpose \
+                "CHAOS: this process leaks memory on every /v1 request on purpose \
                  (--chaos-leak-bytes-per-request); never run it in production"
             );
         }
@@ -276,7 +287,6 @@ impl Application {
             limits: JsonLimits {
                 max_bytes: settings.body_limit_bytes,
                 max_depth: settings.json_max_depth,
-                chaos_leak_bytes: settings.chaos_leak_bytes_per_request,
             },
             token_ttl: settings.token_ttl,
             telemetry,

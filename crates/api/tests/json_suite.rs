@@ -19,7 +19,6 @@ use warden_api::json::{JsonLimits, parse_json_body};
 const LIMITS: JsonLimits = JsonLimits {
     max_bytes: 256 * 1024,
     max_depth: 64,
-    chaos_leak_bytes: 0,
 };
 
 fn suite() -> Vec<(String, Vec<u8>)> {

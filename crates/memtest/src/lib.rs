@@ -1,9 +1,20 @@
-//! Testing the API under load: a load generator and the benchmarks built on it.
+//! Testing the API under load: a load generator, the memory test and the benchmarks
+//! built on them.
 //!
-//! - [`load`] drives a fixed number of keep-alive connections for a bounded time and
-//!   records latency in an HDR histogram.
+//! - [`load`] drives keep-alive connections, closed loop or at a fixed rate, for a
+//!   bounded time and records latency in an HDR histogram.
+//! - [`target`] starts an API process (or attaches to a running one) and reads its
+//!   memory: heap from `/metrics`, RSS from `/proc`.
+//! - [`scenario`] is the realistic workload the memory test repeats in rounds.
+//! - [`stats`] fits robust trends (Theil–Sen, Mann–Kendall) to memory readings.
+//! - [`memtest`] is `warden memtest`: the leak verdict, its report and [`chart`].
 //! - [`bench`] is `warden bench api`: the API's throughput and latency side by side
 //!   with a bare axum server (the framework's ceiling) in one run.
 
 pub mod bench;
+pub mod chart;
 pub mod load;
+pub mod memtest;
+pub mod scenario;
+pub mod stats;
+pub mod target;

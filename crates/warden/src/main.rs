@@ -43,6 +43,14 @@ enum Command {
     /// Endpoints: /v1/users, /v1/sessions, /v1/me, /v1/items; /healthz, /readyz,
     /// /metrics (Prometheus) and /openapi.json (OpenAPI 3.1).
     Api(ApiArgs),
+    /// Does the API leak memory? Drives a realistic workload in rounds and tests
+    /// whether the heap keeps growing from round to round.
+    ///
+    /// Starts the API binary (default: this one) on a temporary data dir and a free
+    /// loopback port, or measures a running one (--url, --pid). Prints a one-sentence
+    /// verdict with the leak rate in bytes per request and its 95% confidence
+    /// interval; --report DIR also writes a JSON report and an SVG chart.
+    Memtest(warden_memtest::memtest::MemtestArgs),
     /// Benchmarks, side by side with their peers in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -67,14 +75,17 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) | Command::Api(args) => serve_api(args).await,
+            Command::Memtest(args) => memtest(args).await,
             Command::Bench(BenchCommand::Api(args)) => {
                 let exe = std::env::current_exe()?;
-                warden_memtest::bench::run_api_bench(args, &exe).await
+                warden_memtest::bench::run_api_bench(args, &exe)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
             }
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
@@ -82,9 +93,21 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve_api(args: ApiArgs) -> anyhow::Result<()> {
+async fn serve_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
     Settings::prepare_data_dir(&args)?;
     let settings = Settings::resolve(args)?;
     let app = Application::build(settings, &BUILD).await?;
-    app.run_until(warden_api::shutdown_signal()).await
+    app.run_until(warden_api::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit 0 on a pass, 1 on a leak or exceeded limit; errors (exit 2) come back as `Err`.
+async fn memtest(args: warden_memtest::memtest::MemtestArgs) -> anyhow::Result<ExitCode> {
+    let report = warden_memtest::memtest::run_memtest(&args).await?;
+    warden_memtest::memtest::print_report(&report, &args)?;
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

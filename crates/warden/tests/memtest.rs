@@ -1,0 +1,112 @@
+//! `warden memtest` against real API processes: it must pass a clean build, catch the
+//! chaos build's leak, enforce limits, and refuse bad usage with exit 2.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+fn memtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("memtest")
+        .args(args)
+        .env("WARDEN_LOG", "warn")
+        .env_remove("WARDEN_CHAOS_LEAK_BYTES_PER_REQUEST")
+        .env_remove("WARDEN_DATABASE_URL")
+        .output()
+        .unwrap()
+}
+
+fn report(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn a_clean_build_passes_with_a_report_and_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = memtest(&[
+        "--duration",
+        "25s",
+        "--json",
+        "--report",
+        dir.path().to_str().unwrap(),
+    ]);
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(0), "{r:#}");
+    assert_eq!(r["verdict"], "pass");
+    assert_eq!(r["basis"], "heap");
+    assert_eq!(r["errors"], 0, "{r:#}");
+    assert!(r["requests"].as_u64().unwrap() > 2_000, "{r:#}");
+    let leak = &r["leak_bytes_per_request"];
+    assert!(leak["low"].as_f64().unwrap() <= leak["estimate"].as_f64().unwrap());
+    assert!(leak["estimate"].as_f64().unwrap() <= leak["high"].as_f64().unwrap());
+    assert!(leak["high"].as_f64().unwrap() < 16.0, "{r:#}");
+    assert!(r["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    assert!(r["peak_heap_bytes"].as_u64().unwrap() > 1 << 10);
+    assert_eq!(r["rounds"].as_array().unwrap().len(), 9);
+    assert!(r["summary"].as_str().unwrap().ends_with("no leak"), "{r:#}");
+
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("memtest.json")).unwrap()).unwrap();
+    assert_eq!(saved["verdict"], "pass");
+    let svg = std::fs::read_to_string(dir.path().join("memtest.svg")).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+    assert!(svg.contains("PASS"));
+}
+
+#[test]
+fn the_chaos_build_leak_is_caught_and_measured() {
+    let out = memtest(&[
+        "--duration",
+        "20s",
+        "--json",
+        "--api-arg=--chaos-leak-bytes-per-request=256",
+    ]);
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{r:#}");
+    assert_eq!(r["verdict"], "fail");
+    let estimate = r["leak_bytes_per_request"]["estimate"].as_f64().unwrap();
+    // Every /v1 request leaks 256 B; a few requests per round (readiness, metrics)
+    // are not /v1, so the measured rate is just under 256.
+    assert!((200.0..=300.0).contains(&estimate), "{r:#}");
+    assert!(r["summary"].as_str().unwrap().ends_with(": LEAK"), "{r:#}");
+    assert!(r["reasons"][0].as_str().unwrap().contains("significant"));
+}
+
+#[test]
+fn exceeding_max_rss_fails_with_the_reason() {
+    let out = memtest(&["--duration", "6s", "--rounds", "4", "--max-rss", "1MiB"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("exceeds --max-rss 1.0 MiB"), "{stdout}");
+}
+
+#[test]
+fn usage_and_start_up_errors_exit_2_with_the_reason() {
+    for (args, needle) in [
+        (vec!["--rounds", "2"], "--rounds must be at least 4"),
+        (
+            vec!["--bin", "/nonexistent/warden"],
+            "cannot start /nonexistent/warden",
+        ),
+        (
+            vec!["--url", "http://192.0.2.1:8080"],
+            "--url must be a loopback address",
+        ),
+        (vec!["--pid", "1"], "--url"),
+        (vec!["--api-arg=--json-max-depth=0"], "exited"),
+    ] {
+        let out = memtest(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {needle:?} not in {stderr}"
+        );
+    }
+}
