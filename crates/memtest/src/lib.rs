@@ -8,11 +8,14 @@
 //! - [`scenario`] is the realistic workload the memory test repeats in rounds.
 //! - [`stats`] fits robust trends (Theil–Sen, Mann–Kendall) to memory readings.
 //! - [`memtest`] is `warden memtest`: the leak verdict, its report and [`chart`].
+//! - [`gate`] is `warden gate`: a build with updated dependencies against the
+//!   current one, interleaved, with a verdict table.
 //! - [`bench`] is `warden bench api`: the API's throughput and latency side by side
 //!   with a bare axum server (the framework's ceiling) in one run.
 
 pub mod bench;
 pub mod chart;
+pub mod gate;
 pub mod load;
 pub mod memtest;
 pub mod scenario;

@@ -21,6 +21,21 @@ pub struct LoadPlan {
     pub rate: Option<f64>,
 }
 
+/// What a request came to: whether the answer was the expected one, and whether
+/// its latency belongs in the histogram (not for deliberately slow operations, such
+/// as a login that computes a password hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub ok: bool,
+    pub timed: bool,
+}
+
+impl From<bool> for Answer {
+    fn from(ok: bool) -> Self {
+        Self { ok, timed: true }
+    }
+}
+
 /// The result of a run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadReport {
@@ -34,11 +49,12 @@ pub struct LoadReport {
 }
 
 /// Runs `send(sequence_number)` under `plan`; `send` answers whether the request got
-/// the expected answer.
-pub async fn run<F, Fut>(plan: LoadPlan, send: F) -> anyhow::Result<LoadReport>
+/// the expected answer (a `bool` will do) and whether to time it.
+pub async fn run<F, Fut, A>(plan: LoadPlan, send: F) -> anyhow::Result<LoadReport>
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = bool> + Send,
+    Fut: Future<Output = A> + Send,
+    A: Into<Answer>,
 {
     let period = plan
         .rate
@@ -55,7 +71,7 @@ where
         workers.push(tokio::spawn(async move {
             // Latency in microseconds, 1 µs to 60 s, 3 significant figures.
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let mut errors = 0u64;
+            let (mut errors, mut untimed) = (0u64, 0u64);
             loop {
                 let n = issued.fetch_add(1, Ordering::Relaxed);
                 if n >= plan.max_requests || Instant::now() >= deadline {
@@ -73,25 +89,30 @@ where
                     }
                     None => Instant::now(),
                 };
-                let ok = send(n).await;
-                let micros = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
-                histogram.saturating_record(micros.max(1));
-                if !ok {
+                let answer: Answer = send(n).await.into();
+                if answer.timed {
+                    let micros = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    histogram.saturating_record(micros.max(1));
+                } else {
+                    untimed += 1;
+                }
+                if !answer.ok {
                     errors += 1;
                 }
             }
-            anyhow::Ok((histogram, errors))
+            anyhow::Ok((histogram, errors, untimed))
         }));
     }
     let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
+    let (mut errors, mut untimed) = (0, 0);
     for worker in workers {
-        let (histogram, worker_errors) = worker.await??;
+        let (histogram, worker_errors, worker_untimed) = worker.await??;
         total.add(histogram)?;
         errors += worker_errors;
+        untimed += worker_untimed;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let requests = total.len();
+    let requests = total.len() + untimed;
     Ok(LoadReport {
         requests,
         errors,

@@ -22,8 +22,8 @@
 //! When the target exports no heap figures (`--url` of a non-jemalloc build), RSS
 //! from `/proc/PID/status` at the quiet points is used instead: coarser, since the
 //! allocator keeps freed pages and RSS moves in pages (docs/benchmarks.md gives its
-//! floor). Peaks of RSS (sampled every 100 ms) and heap (every 500 ms) are checked
-//! against `--max-rss` and `--max-heap` throughout.
+//! floor). Peaks of RSS and heap, sampled every 100 ms, are checked against
+//! `--max-rss` and `--max-heap` throughout.
 //!
 //! When it starts the API itself, the test turns jemalloc's per-thread caches off in
 //! the child (`_RJEM_MALLOC_CONF=tcache:false`): objects parked in those caches count
@@ -186,6 +186,11 @@ pub struct MemtestReport {
     pub rss_samples: Vec<(f64, f64)>,
     #[serde(skip)]
     pub heap_samples: Vec<(f64, f64)>,
+    /// The quiet-point readings the verdict was drawn from, and the fitted trend.
+    #[serde(skip)]
+    pub quiet_points: Vec<(f64, f64)>,
+    #[serde(skip)]
+    pub trend: Option<Trend>,
 }
 
 impl MemtestReport {
@@ -197,7 +202,7 @@ impl MemtestReport {
 
 /// Errors that are the caller's fault or the environment's (exit 2), as opposed to a
 /// failed check (exit 1, a report with verdict `fail`).
-fn check_args(args: &MemtestArgs) -> anyhow::Result<()> {
+pub(crate) fn check_args(args: &MemtestArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.rounds >= 4,
         "--rounds must be at least 4 (got {})",
@@ -232,113 +237,146 @@ struct Samples {
     heap: Vec<(f64, f64)>,
 }
 
+/// The environment a started API gets: jemalloc's thread caches off, so that the
+/// heap read at quiet points is what the program holds (see the module docs).
+pub(crate) const CHILD_ENV: &[(&str, &str)] = &[("_RJEM_MALLOC_CONF", "tcache:false")];
+
 /// Runs the memory test and returns its report; `Err` is a usage or start-up error.
 pub async fn run_memtest(args: &MemtestArgs) -> anyhow::Result<MemtestReport> {
     check_args(args)?;
     let started = Instant::now();
-    let (target, target_name) = match &args.url {
+    let (target, name) = match &args.url {
         Some(url) => (Target::existing(url, args.pid).await?, url.clone()),
         None => {
             let bin = match &args.bin {
                 Some(bin) => bin.clone(),
                 None => target::this_executable()?,
             };
-            let target = Target::start(
-                &bin,
-                &args.api_args,
-                &[("_RJEM_MALLOC_CONF", "tcache:false")],
-            )
-            .await?;
+            let target = Target::start(&bin, &args.api_args, CHILD_ENV).await?;
             (target, bin.display().to_string())
         }
     };
-    let result = measure(args, &target, target_name, started).await;
-    target.stop().await;
-    result
-}
-
-async fn measure(
-    args: &MemtestArgs,
-    target: &Target,
-    target_name: String,
-    started: Instant,
-) -> anyhow::Result<MemtestReport> {
-    let probe = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let heap_available = target::read_heap(&probe, &target.base)
-        .await
-        .with_context(|| format!("cannot read {}/metrics", target.base))?
-        .is_some();
-    anyhow::ensure!(
-        heap_available || target.pid.is_some(),
-        "cannot measure memory: {} exports no heap figures (warden_heap_bytes); pass --pid \
-         so RSS can be read from /proc",
-        target.base
-    );
-    let basis = if heap_available { "heap" } else { "rss" };
-
     let progress = Progress::new(args.rounds + 1, args.json);
     progress.message("registering users");
-    let world = Arc::new(World::setup(&target.base, args.users).await?);
+    let mut subject = Subject::start(target, name, args.users).await?;
+    let plan = round_plan(args, started.elapsed(), 1);
+    for round in 0..=args.rounds {
+        progress.round(&subject.name, round, args.rounds);
+        if let Err(error) = subject.round(round, plan).await {
+            subject.stop().await;
+            return Err(error);
+        }
+        progress.round_done(&subject, args.rounds);
+    }
+    progress.finish();
+    let mut report = subject.finish(args, started).await;
+    if let Some(dir) = &args.report {
+        write_report(dir, &mut report)?;
+    }
+    Ok(report)
+}
 
-    let sent = Arc::new(AtomicU64::new(0));
-    let quiet = Arc::new(AtomicBool::new(false));
-    let samples = Arc::new(std::sync::Mutex::new(Samples::default()));
-    let sampler = tokio::spawn(sample(
-        probe.clone(),
-        target.base.clone(),
-        target.pid,
-        heap_available,
-        Arc::clone(&sent),
-        Arc::clone(&quiet),
-        Arc::clone(&samples),
-    ));
-
-    // Budget: what setup left, shared by the warm-up and measured rounds, less
-    // about half a second per quiet point.
+/// How long each round runs: what is left of the budget, shared by `subjects` APIs'
+/// warm-up and measured rounds, less about half a second per quiet point.
+pub(crate) fn round_plan(args: &MemtestArgs, spent: Duration, subjects: u32) -> LoadPlan {
     let quiet_cost = Duration::from_millis(600);
-    let rounds_total = args.rounds + 1;
-    let left = args.duration.saturating_sub(started.elapsed());
-    let per_round = (left.saturating_sub(quiet_cost * rounds_total) / rounds_total)
-        .max(Duration::from_millis(500));
-    let plan = LoadPlan {
+    let rounds = (args.rounds + 1) * subjects;
+    let left = args.duration.saturating_sub(spent);
+    LoadPlan {
         concurrency: args.concurrency,
-        duration: per_round,
+        duration: (left.saturating_sub(quiet_cost * rounds) / rounds)
+            .max(Duration::from_millis(500)),
         max_requests: u64::MAX,
         rate: args.rate,
-    };
+    }
+}
 
-    let mut rounds = Vec::new();
-    let mut points = Vec::new();
-    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
-    for round in 0..rounds_total {
-        progress.round(round, args.rounds);
-        let outcome = world.round(round, plan, Arc::clone(&sent)).await;
-        let load = match outcome {
-            Ok(load) => load,
-            Err(error) => {
-                sampler.abort();
-                return Err(error.context(format!("round {round} could not run")));
-            }
-        };
-        quiet.store(true, Ordering::SeqCst);
-        let (heap, rss) = quiet_point(&probe, target, heap_available).await;
-        quiet.store(false, Ordering::SeqCst);
-        let cumulative = sent.load(Ordering::Relaxed);
-        let value = if heap_available { heap } else { rss };
-        if round > 0 {
-            if let Some(v) = value {
-                points.push((cumulative as f64, v as f64));
-            }
-            p50s.push(load.load.p50_ms);
-            p99s.push(load.load.p99_ms);
-        } else if let Some(v) = value {
+/// One API under test: its workload, memory samples and quiet-point readings.
+pub(crate) struct Subject {
+    pub name: String,
+    target: Target,
+    world: Arc<World>,
+    probe: reqwest::Client,
+    heap_available: bool,
+    sent: Arc<AtomicU64>,
+    quiet: Arc<AtomicBool>,
+    samples: Arc<std::sync::Mutex<Samples>>,
+    sampler: tokio::task::JoinHandle<()>,
+    rounds: Vec<RoundReport>,
+    /// (requests so far, heap in use or RSS) at the quiet points after the warm-up.
+    points: Vec<(f64, f64)>,
+}
+
+impl Subject {
+    /// Checks that memory can be read, sets up the scenario's users and starts
+    /// sampling.
+    pub async fn start(target: Target, name: String, users: usize) -> anyhow::Result<Self> {
+        let probe = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let heap_available = target::read_heap(&probe, &target.base)
+            .await
+            .with_context(|| format!("cannot read {}/metrics", target.base))?
+            .is_some();
+        anyhow::ensure!(
+            heap_available || target.pid.is_some(),
+            "cannot measure memory: {} exports no heap figures (warden_heap_bytes); pass \
+             --pid so RSS can be read from /proc",
+            target.base
+        );
+        let world = Arc::new(
+            World::setup(&target.base, users)
+                .await
+                .with_context(|| format!("setting up the scenario on {name}"))?,
+        );
+        let sent = Arc::new(AtomicU64::new(0));
+        let quiet = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(std::sync::Mutex::new(Samples::default()));
+        let sampler = tokio::spawn(sample(
+            probe.clone(),
+            target.base.clone(),
+            target.pid,
+            heap_available,
+            Arc::clone(&sent),
+            Arc::clone(&quiet),
+            Arc::clone(&samples),
+        ));
+        Ok(Self {
+            name,
+            target,
+            world,
+            probe,
+            heap_available,
+            sent,
+            quiet,
+            samples,
+            sampler,
+            rounds: Vec::new(),
+            points: Vec::new(),
+        })
+    }
+
+    fn basis(&self) -> &'static str {
+        if self.heap_available { "heap" } else { "rss" }
+    }
+
+    /// Runs one round (round 0 is the warm-up) and reads memory at the quiet point
+    /// after it.
+    pub async fn round(&mut self, round: u32, plan: LoadPlan) -> anyhow::Result<()> {
+        let load = self
+            .world
+            .round(round, plan, Arc::clone(&self.sent))
+            .await
+            .with_context(|| format!("round {round} on {} could not run", self.name))?;
+        self.quiet.store(true, Ordering::SeqCst);
+        let (heap, rss) = quiet_point(&self.probe, &self.target, self.heap_available).await;
+        self.quiet.store(false, Ordering::SeqCst);
+        let cumulative = self.sent.load(Ordering::Relaxed);
+        if let Some(v) = if self.heap_available { heap } else { rss } {
             // The quiet point after the warm-up is where the measured series starts.
-            points.push((cumulative as f64, v as f64));
+            self.points.push((cumulative as f64, v as f64));
         }
-        progress.round_done(round, args.rounds, cumulative, heap, rss);
-        rounds.push(RoundReport {
+        self.rounds.push(RoundReport {
             round,
             requests: load.requests,
             errors: load.errors,
@@ -348,63 +386,75 @@ async fn measure(
             p50_ms: load.load.p50_ms,
             p99_ms: load.load.p99_ms,
         });
+        Ok(())
     }
-    sampler.abort();
-    progress.finish();
-    let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
 
-    let requests = sent.load(Ordering::Relaxed);
-    let errors = rounds.iter().map(|r| r.errors).sum();
-    let trend = stats::trend(&points, 0.95);
-    let judged = judge(&Evidence {
-        basis,
-        trend,
-        rounds: args.rounds,
-        threshold: args.threshold,
-        requests,
-        errors,
-        peak_rss: samples.peak_rss,
-        peak_heap: samples.peak_heap,
-        max_rss: args.max_rss.map(|b| b.as_u64()),
-        max_heap: args.max_heap.map(|b| b.as_u64()),
-    });
-    let mut report = MemtestReport {
-        verdict: if judged.reasons.is_empty() {
-            "pass"
-        } else {
-            "fail"
-        },
-        reasons: judged.reasons,
-        summary: judged.summary,
-        target: target_name,
-        basis,
-        threshold_bytes_per_request: args.threshold,
-        requests,
-        errors,
-        duration_s: started.elapsed().as_secs_f64(),
-        leak_bytes_per_request: trend.map(|t| LeakEstimate {
-            estimate: t.slope,
-            low: t.low,
-            high: t.high,
-            confidence: 0.95,
-            p_increasing: t.p_increasing,
-            mann_kendall_s: t.mann_kendall_s,
-        }),
-        peak_rss_bytes: samples.peak_rss,
-        peak_heap_bytes: samples.peak_heap,
-        latency_ms: Latency {
-            p50: stats::median(&mut p50s),
-            p99: stats::median(&mut p99s),
-        },
-        rounds,
-        chart: None,
-        rss_samples: samples.rss,
-        heap_samples: samples.heap,
-    };
-    if let Some(dir) = &args.report {
-        write_report(dir, &mut report, &points, trend)?;
+    async fn stop(self) {
+        self.sampler.abort();
+        self.target.stop().await;
     }
-    Ok(report)
+
+    /// Stops sampling (and the API, if started here) and judges what was seen.
+    pub async fn finish(self, args: &MemtestArgs, started: Instant) -> MemtestReport {
+        self.sampler.abort();
+        let samples = std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()));
+        let requests = self.sent.load(Ordering::Relaxed);
+        let errors = self.rounds.iter().map(|r| r.errors).sum();
+        let trend = stats::trend(&self.points, 0.95);
+        let basis = self.basis();
+        let judged = judge(&Evidence {
+            basis,
+            trend,
+            rounds: args.rounds,
+            threshold: args.threshold,
+            requests,
+            errors,
+            peak_rss: samples.peak_rss,
+            peak_heap: samples.peak_heap,
+            max_rss: args.max_rss.map(|b| b.as_u64()),
+            max_heap: args.max_heap.map(|b| b.as_u64()),
+        });
+        let measured = || self.rounds.iter().filter(|r| r.round > 0);
+        let mut p50s: Vec<f64> = measured().map(|r| r.p50_ms).collect();
+        let mut p99s: Vec<f64> = measured().map(|r| r.p99_ms).collect();
+        let report = MemtestReport {
+            verdict: if judged.reasons.is_empty() {
+                "pass"
+            } else {
+                "fail"
+            },
+            reasons: judged.reasons,
+            summary: judged.summary,
+            target: self.name,
+            basis,
+            threshold_bytes_per_request: args.threshold,
+            requests,
+            errors,
+            duration_s: started.elapsed().as_secs_f64(),
+            leak_bytes_per_request: trend.map(|t| LeakEstimate {
+                estimate: t.slope,
+                low: t.low,
+                high: t.high,
+                confidence: 0.95,
+                p_increasing: t.p_increasing,
+                mann_kendall_s: t.mann_kendall_s,
+            }),
+            peak_rss_bytes: samples.peak_rss,
+            peak_heap_bytes: samples.peak_heap,
+            latency_ms: Latency {
+                p50: stats::median(&mut p50s),
+                p99: stats::median(&mut p99s),
+            },
+            rounds: self.rounds,
+            chart: None,
+            rss_samples: samples.rss,
+            heap_samples: samples.heap,
+            quiet_points: self.points,
+            trend,
+        };
+        self.target.stop().await;
+        report
+    }
 }
 
 /// Heap in use and RSS once the server is idle: no request in flight, connections
@@ -440,10 +490,8 @@ async fn sample(
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n = 0u64;
     loop {
         tick.tick().await;
-        n += 1;
         let x = sent.load(Ordering::Relaxed) as f64;
         if let Some(rss) = pid.and_then(target::rss_bytes) {
             let mut s = samples.lock().unwrap_or_else(|e| e.into_inner());
@@ -451,7 +499,6 @@ async fn sample(
             s.rss.push((x, rss as f64));
         }
         if heap_available
-            && n.is_multiple_of(5)
             && !quiet.load(Ordering::SeqCst)
             && let Ok(Some(heap)) = target::read_heap(&probe, &base).await
         {
@@ -466,7 +513,7 @@ async fn sample(
 }
 
 /// What the verdict is drawn from.
-struct Evidence {
+pub(crate) struct Evidence {
     basis: &'static str,
     trend: Option<Trend>,
     rounds: u32,
@@ -479,7 +526,7 @@ struct Evidence {
     max_heap: Option<u64>,
 }
 
-struct Judgement {
+pub(crate) struct Judgement {
     reasons: Vec<String>,
     summary: String,
 }
@@ -489,7 +536,7 @@ const SIGNIFICANCE: f64 = 0.01;
 /// Share of requests with an unexpected answer beyond which the run proves nothing.
 const MAX_ERROR_RATIO: f64 = 0.01;
 
-fn judge(e: &Evidence) -> Judgement {
+pub(crate) fn judge(e: &Evidence) -> Judgement {
     let mut reasons = Vec::new();
     let summary = match e.trend {
         None => {
@@ -578,14 +625,23 @@ fn bytes(v: f64) -> String {
     }
 }
 
-fn write_report(
-    dir: &Path,
-    report: &mut MemtestReport,
-    points: &[(f64, f64)],
-    trend: Option<Trend>,
-) -> anyhow::Result<()> {
+fn write_report(dir: &Path, report: &mut MemtestReport) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let svg = chart::memory_chart(
+    let svg = report_chart(report)?;
+    let chart_path = dir.join("memtest.svg");
+    std::fs::write(&chart_path, svg)
+        .with_context(|| format!("cannot write {}", chart_path.display()))?;
+    report.chart = Some("memtest.svg".into());
+    let json_path = dir.join("memtest.json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    Ok(())
+}
+
+/// The SVG chart of a report: memory sampled while running, the quiet points and the
+/// fitted trend, against requests.
+pub(crate) fn report_chart(report: &MemtestReport) -> anyhow::Result<String> {
+    chart::memory_chart(
         &format!(
             "warden memtest: {} — {}",
             report.target,
@@ -607,18 +663,10 @@ fn write_report(
             } else {
                 "RSS at quiet points"
             },
-            points,
+            points: &report.quiet_points,
         }],
-        trend.map(|t| (t.intercept, t.slope)),
-    )?;
-    let chart_path = dir.join("memtest.svg");
-    std::fs::write(&chart_path, svg)
-        .with_context(|| format!("cannot write {}", chart_path.display()))?;
-    report.chart = Some("memtest.svg".into());
-    let json_path = dir.join("memtest.json");
-    std::fs::write(&json_path, serde_json::to_vec_pretty(report)?)
-        .with_context(|| format!("cannot write {}", json_path.display()))?;
-    Ok(())
+        report.trend.map(|t| (t.intercept, t.slope)),
+    )
 }
 
 /// Prints the report on stdout: JSON with `--json`, else the human summary.
@@ -661,12 +709,12 @@ fn print_summary(report: &MemtestReport, report_dir: Option<&Path>) {
 }
 
 /// A progress bar on a terminal, plain lines otherwise (both on stderr).
-struct Progress {
+pub(crate) struct Progress {
     bar: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
-    fn new(rounds: u32, quiet: bool) -> Self {
+    pub(crate) fn new(rounds: u32, quiet: bool) -> Self {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new(u64::from(rounds));
             if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -680,44 +728,42 @@ impl Progress {
         Self { bar }
     }
 
-    fn message(&self, text: &str) {
+    pub(crate) fn message(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.set_message(text.to_owned()),
             None => eprintln!("memtest: {text}"),
         }
     }
 
-    fn round(&self, round: u32, rounds: u32) {
+    pub(crate) fn round(&self, name: &str, round: u32, rounds: u32) {
         let text = if round == 0 {
-            "warm-up round".to_owned()
+            format!("{name}: warm-up round")
         } else {
-            format!("round {round}/{rounds}")
+            format!("{name}: round {round}/{rounds}")
         };
         self.message(&text);
     }
 
-    fn round_done(
-        &self,
-        round: u32,
-        rounds: u32,
-        requests: u64,
-        heap: Option<u64>,
-        rss: Option<u64>,
-    ) {
+    pub(crate) fn round_done(&self, subject: &Subject, rounds: u32) {
+        let Some(last) = subject.rounds.last() else {
+            return;
+        };
         let mib = |v: Option<u64>| {
             v.map_or("n/a".to_owned(), |b| {
                 format!("{:.2} MiB", b as f64 / 1048576.0)
             })
         };
         let text = format!(
-            "{} done: {requests} requests, heap in use {}, RSS {}",
-            if round == 0 {
+            "{}: {} done: {} requests, heap in use {}, RSS {}",
+            subject.name,
+            if last.round == 0 {
                 "warm-up".to_owned()
             } else {
-                format!("round {round}/{rounds}")
+                format!("round {}/{rounds}", last.round)
             },
-            mib(heap),
-            mib(rss)
+            last.cumulative_requests,
+            mib(last.heap_bytes),
+            mib(last.rss_bytes)
         );
         match &self.bar {
             Some(bar) => {
@@ -728,7 +774,7 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

@@ -51,6 +51,13 @@ enum Command {
     /// verdict with the leak rate in bytes per request and its 95% confidence
     /// interval; --report DIR also writes a JSON report and an SVG chart.
     Memtest(warden_memtest::memtest::MemtestArgs),
+    /// Test a dependency update: run the memory test's scenario against the current
+    /// build and the updated one, interleaved, and compare leaks, peak memory and
+    /// latency.
+    ///
+    /// With both lockfiles it lists the packages whose versions changed. Writes a
+    /// JSON report and a Markdown table for the pull request with --report DIR.
+    Gate(warden_memtest::gate::GateArgs),
     /// Benchmarks, side by side with their peers in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -76,6 +83,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) | Command::Api(args) => serve_api(args).await,
             Command::Memtest(args) => memtest(args).await,
+            Command::Gate(args) => gate(args).await,
             Command::Bench(BenchCommand::Api(args)) => {
                 let exe = std::env::current_exe()?;
                 warden_memtest::bench::run_api_bench(args, &exe)
@@ -99,6 +107,17 @@ async fn serve_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
     let app = Application::build(settings, &BUILD).await?;
     app.run_until(warden_api::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit 0 when the candidate may ship, 1 on a regression; errors (exit 2) are `Err`.
+async fn gate(args: warden_memtest::gate::GateArgs) -> anyhow::Result<ExitCode> {
+    let report = warden_memtest::gate::run_gate(&args).await?;
+    warden_memtest::gate::print_report(&report, &args)?;
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Exit 0 on a pass, 1 on a leak or exceeded limit; errors (exit 2) come back as `Err`.

@@ -1,0 +1,434 @@
+//! `warden gate`: the test for third-party library updates.
+//!
+//! Runs the memory test's scenario against two builds — the current one (baseline)
+//! and one with updated dependencies (candidate) — started side by side and driven
+//! in interleaved rounds (A, B, A, B, ...), so that whatever else the machine is
+//! doing falls on both. It then compares them: the leak verdict of each, peak heap
+//! and RSS, p50/p99 latency (medians over the measured rounds) and unexpected
+//! answers; with the two lockfiles it also lists the packages whose versions changed.
+//!
+//! It fails (exit 1) on a regression beyond the thresholds: a leak in the candidate,
+//! peak heap up more than `--max-heap-increase` (default 10%), p99 up more than
+//! `--max-p99-increase` (default 20%), or more unexpected answers than the baseline.
+//!
+//! # JSON report (`--json`, or `gate.json` under `--report DIR`; `gate.md` beside it)
+//!
+//! ```json
+//! {
+//!   "verdict": "fail",                       // "pass" | "fail"
+//!   "reasons": ["candidate: heap grows 257 B per request (...): LEAK"],
+//!   "thresholds": { "leak_bytes_per_request": 16.0, "peak_heap_increase_pct": 10.0,
+//!                   "p99_increase_pct": 20.0 },
+//!   "comparison": { "peak_heap_delta_pct": 4.1, "peak_rss_delta_pct": 12.5,
+//!                   "p50_delta_pct": -1.2, "p99_delta_pct": 3.3 },  // null when unmeasured
+//!   "dependency_changes": [                  // null without --baseline-lock/--candidate-lock
+//!     { "name": "serde_json", "old": "1.0.120", "new": "1.0.121",
+//!       "kind": "upgraded", "bump": "patch" }
+//!   ],
+//!   "baseline": { ... },                     // a `warden memtest` report each
+//!   "candidate": { ... }
+//! }
+//! ```
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use warden_audit::lockdiff::{self, PackageChange};
+
+use crate::memtest::{self, MemtestArgs, MemtestReport, Progress, Subject};
+use crate::target::Target;
+
+/// Options of `warden gate`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_long_help = "Exit status: 0 no regression; 1 a regression beyond the \
+    thresholds; 2 usage or start-up error.\n\nExample, before merging a dependency \
+    update:\n  git stash && cargo build --release && cp target/release/warden /tmp/base\n  \
+    git stash pop && cargo build --release\n  warden gate --baseline /tmp/base --candidate \
+    target/release/warden \\\n      --baseline-lock old/Cargo.lock --candidate-lock Cargo.lock \
+    --report gate/"
+)]
+pub struct GateArgs {
+    /// The current build.
+    #[arg(long, value_name = "BIN")]
+    pub baseline: PathBuf,
+    /// The build with updated dependencies.
+    #[arg(long, value_name = "BIN")]
+    pub candidate: PathBuf,
+    /// The baseline's Cargo.lock, to list what changed.
+    #[arg(long, value_name = "FILE", requires = "candidate_lock")]
+    pub baseline_lock: Option<PathBuf>,
+    /// The candidate's Cargo.lock.
+    #[arg(long, value_name = "FILE", requires = "baseline_lock")]
+    pub candidate_lock: Option<PathBuf>,
+    /// Argument passed to the baseline API when it is started; repeat for several.
+    #[arg(long = "baseline-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub baseline_args: Vec<String>,
+    /// Argument passed to the candidate API when it is started; repeat for several.
+    #[arg(long = "candidate-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub candidate_args: Vec<String>,
+    /// Time budget for both builds together, setup included.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Measured rounds per build after its warm-up round (at least 4).
+    #[arg(long, default_value_t = 8)]
+    pub rounds: u32,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Users in each build's pool.
+    #[arg(long, default_value_t = 4)]
+    pub users: usize,
+    /// Leak threshold in bytes per request (as `warden memtest --threshold`).
+    #[arg(long, default_value_t = 16.0)]
+    pub threshold: f64,
+    /// Largest accepted rise of peak heap, in percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 10.0)]
+    pub max_heap_increase: f64,
+    /// Largest accepted rise of p99 latency, in percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 20.0)]
+    pub max_p99_increase: f64,
+    /// Write gate.json and gate.md (a table to paste into a pull request) here.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Print the JSON report on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Thresholds a gate applied.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Thresholds {
+    pub leak_bytes_per_request: f64,
+    pub peak_heap_increase_pct: f64,
+    pub p99_increase_pct: f64,
+}
+
+/// Candidate against baseline, in percent (positive: the candidate is higher).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Comparison {
+    pub peak_heap_delta_pct: Option<f64>,
+    pub peak_rss_delta_pct: Option<f64>,
+    pub p50_delta_pct: Option<f64>,
+    pub p99_delta_pct: Option<f64>,
+}
+
+/// The gate's report; its schema is in the module documentation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GateReport {
+    pub verdict: &'static str,
+    pub reasons: Vec<String>,
+    pub thresholds: Thresholds,
+    pub comparison: Comparison,
+    pub dependency_changes: Option<Vec<PackageChange>>,
+    pub baseline: MemtestReport,
+    pub candidate: MemtestReport,
+}
+
+impl GateReport {
+    /// Whether the candidate may ship.
+    pub fn passed(&self) -> bool {
+        self.verdict == "pass"
+    }
+}
+
+fn check_args(args: &GateArgs) -> anyhow::Result<()> {
+    for (flag, v) in [
+        ("--max-heap-increase", args.max_heap_increase),
+        ("--max-p99-increase", args.max_p99_increase),
+    ] {
+        anyhow::ensure!(
+            v.is_finite() && v >= 0.0,
+            "{flag} must be a percentage of 0 or more"
+        );
+    }
+    Ok(())
+}
+
+/// The memory-test settings both builds run under.
+fn memtest_args(args: &GateArgs) -> MemtestArgs {
+    MemtestArgs {
+        bin: None,
+        url: None,
+        pid: None,
+        api_args: Vec::new(),
+        duration: args.duration,
+        rounds: args.rounds,
+        concurrency: args.concurrency,
+        rate: None,
+        users: args.users,
+        threshold: args.threshold,
+        max_rss: None,
+        max_heap: None,
+        report: None,
+        json: args.json,
+    }
+}
+
+/// Runs the gate; `Err` is a usage or start-up error.
+pub async fn run_gate(args: &GateArgs) -> anyhow::Result<GateReport> {
+    check_args(args)?;
+    let shared = memtest_args(args);
+    memtest::check_args(&shared)?;
+    // Read the lockfiles first: a typo should not cost two minutes of load.
+    let dependency_changes = match (&args.baseline_lock, &args.candidate_lock) {
+        (Some(a), Some(b)) => Some(lockdiff::diff(&lockdiff::load(a)?, &lockdiff::load(b)?)),
+        _ => None,
+    };
+    let started = Instant::now();
+    let progress = Progress::new(2 * (args.rounds + 1), args.json);
+    progress.message("starting both builds");
+    let baseline = Target::start(&args.baseline, &args.baseline_args, memtest::CHILD_ENV)
+        .await
+        .context("baseline")?;
+    let candidate = Target::start(&args.candidate, &args.candidate_args, memtest::CHILD_ENV)
+        .await
+        .context("candidate")?;
+    progress.message("registering users");
+    let mut a = Subject::start(baseline, "baseline".into(), args.users).await?;
+    let mut b = Subject::start(candidate, "candidate".into(), args.users).await?;
+    let plan = memtest::round_plan(&shared, started.elapsed(), 2);
+    for round in 0..=args.rounds {
+        for subject in [&mut a, &mut b] {
+            progress.round(&subject.name, round, args.rounds);
+            subject.round(round, plan).await?;
+            progress.round_done(subject, args.rounds);
+        }
+    }
+    progress.finish();
+    let mut baseline = a.finish(&shared, started).await;
+    baseline.target = args.baseline.display().to_string();
+    let mut candidate = b.finish(&shared, started).await;
+    candidate.target = args.candidate.display().to_string();
+    let report = compare(args, baseline, candidate, dependency_changes);
+    if let Some(dir) = &args.report {
+        write_report(dir, &report)?;
+    }
+    Ok(report)
+}
+
+/// Percent change from `a` to `b`; `None` when either is missing or `a` is zero.
+fn delta_pct(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if a > 0.0 => Some((b - a) / a * 100.0),
+        _ => None,
+    }
+}
+
+fn compare(
+    args: &GateArgs,
+    baseline: MemtestReport,
+    candidate: MemtestReport,
+    dependency_changes: Option<Vec<PackageChange>>,
+) -> GateReport {
+    let as_f64 = |v: Option<u64>| v.map(|v| v as f64);
+    let comparison = Comparison {
+        peak_heap_delta_pct: delta_pct(
+            as_f64(baseline.peak_heap_bytes),
+            as_f64(candidate.peak_heap_bytes),
+        ),
+        peak_rss_delta_pct: delta_pct(
+            as_f64(baseline.peak_rss_bytes),
+            as_f64(candidate.peak_rss_bytes),
+        ),
+        p50_delta_pct: delta_pct(
+            Some(baseline.latency_ms.p50),
+            Some(candidate.latency_ms.p50),
+        ),
+        p99_delta_pct: delta_pct(
+            Some(baseline.latency_ms.p99),
+            Some(candidate.latency_ms.p99),
+        ),
+    };
+    let mut reasons = Vec::new();
+    if !candidate.passed() {
+        let also = if baseline.passed() {
+            ""
+        } else {
+            " (the baseline fails too)"
+        };
+        for reason in &candidate.reasons {
+            reasons.push(format!("candidate: {reason}{also}"));
+        }
+    }
+    if let Some(d) = comparison.peak_heap_delta_pct
+        && d > args.max_heap_increase
+    {
+        reasons.push(format!(
+            "peak heap rose {d:+.1}% (limit +{}%)",
+            args.max_heap_increase
+        ));
+    }
+    if let Some(d) = comparison.p99_delta_pct
+        && d > args.max_p99_increase
+    {
+        reasons.push(format!(
+            "p99 latency rose {d:+.1}% (limit +{}%)",
+            args.max_p99_increase
+        ));
+    }
+    if candidate.errors > baseline.errors {
+        reasons.push(format!(
+            "the candidate gave {} unexpected answers, the baseline {}",
+            candidate.errors, baseline.errors
+        ));
+    }
+    GateReport {
+        verdict: if reasons.is_empty() { "pass" } else { "fail" },
+        reasons,
+        thresholds: Thresholds {
+            leak_bytes_per_request: args.threshold,
+            peak_heap_increase_pct: args.max_heap_increase,
+            p99_increase_pct: args.max_p99_increase,
+        },
+        comparison,
+        dependency_changes,
+        baseline,
+        candidate,
+    }
+}
+
+fn mib(v: Option<u64>) -> String {
+    v.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |d| format!("{d:+.1}%"))
+}
+
+fn leak_cell(r: &MemtestReport) -> String {
+    match &r.leak_bytes_per_request {
+        Some(l) => format!(
+            "{:.1} B/req (95% CI {:.1} to {:.1}){}",
+            l.estimate,
+            l.low,
+            l.high,
+            if r.summary.ends_with("LEAK") {
+                " **LEAK**"
+            } else {
+                ""
+            }
+        ),
+        None => "n/a".into(),
+    }
+}
+
+/// The verdict table as Markdown, for a pull request.
+pub fn markdown(report: &GateReport) -> String {
+    let (a, b, c) = (&report.baseline, &report.candidate, &report.comparison);
+    let t = &report.thresholds;
+    let mark = |bad: bool| if bad { "✗" } else { "✓" };
+    let over = |d: Option<f64>, limit: f64| d.is_some_and(|d| d > limit);
+    let mut md = String::new();
+    let _ = writeln!(md, "## warden gate: {}\n", report.verdict.to_uppercase());
+    let _ = writeln!(md, "| | baseline | candidate | change | limit | |");
+    let _ = writeln!(md, "|---|---|---|---:|---:|:-:|");
+    let _ = writeln!(
+        md,
+        "| leak | {} | {} | | {} B/req | {} |",
+        leak_cell(a),
+        leak_cell(b),
+        t.leak_bytes_per_request,
+        mark(!b.passed())
+    );
+    let _ = writeln!(
+        md,
+        "| peak heap | {} | {} | {} | +{}% | {} |",
+        mib(a.peak_heap_bytes),
+        mib(b.peak_heap_bytes),
+        pct(c.peak_heap_delta_pct),
+        t.peak_heap_increase_pct,
+        mark(over(c.peak_heap_delta_pct, t.peak_heap_increase_pct))
+    );
+    let _ = writeln!(
+        md,
+        "| peak RSS | {} | {} | {} | | |",
+        mib(a.peak_rss_bytes),
+        mib(b.peak_rss_bytes),
+        pct(c.peak_rss_delta_pct)
+    );
+    let _ = writeln!(
+        md,
+        "| p50 latency | {:.2} ms | {:.2} ms | {} | | |",
+        a.latency_ms.p50,
+        b.latency_ms.p50,
+        pct(c.p50_delta_pct)
+    );
+    let _ = writeln!(
+        md,
+        "| p99 latency | {:.2} ms | {:.2} ms | {} | +{}% | {} |",
+        a.latency_ms.p99,
+        b.latency_ms.p99,
+        pct(c.p99_delta_pct),
+        t.p99_increase_pct,
+        mark(over(c.p99_delta_pct, t.p99_increase_pct))
+    );
+    let _ = writeln!(
+        md,
+        "| unexpected answers | {} of {} | {} of {} | | | {} |",
+        a.errors,
+        a.requests,
+        b.errors,
+        b.requests,
+        mark(b.errors > a.errors)
+    );
+    if !report.reasons.is_empty() {
+        let _ = writeln!(md, "\nWhy it fails:\n");
+        for reason in &report.reasons {
+            let _ = writeln!(md, "- {reason}");
+        }
+    }
+    match &report.dependency_changes {
+        Some(changes) if changes.is_empty() => {
+            let _ = writeln!(
+                md,
+                "\nDependencies: the two lockfiles list the same versions."
+            );
+        }
+        Some(changes) => {
+            let _ = writeln!(md, "\nDependency changes ({}):\n", changes.len());
+            for change in changes {
+                let _ = writeln!(md, "- {change}");
+            }
+        }
+        None => {}
+    }
+    let _ = writeln!(
+        md,
+        "\nBaseline `{}`, candidate `{}`; interleaved rounds, {} measured each.",
+        a.target,
+        b.target,
+        a.rounds.len().saturating_sub(1)
+    );
+    md
+}
+
+fn write_report(dir: &std::path::Path, report: &GateReport) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let json = dir.join("gate.json");
+    std::fs::write(&json, serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    let md = dir.join("gate.md");
+    std::fs::write(&md, markdown(report))
+        .with_context(|| format!("cannot write {}", md.display()))?;
+    Ok(())
+}
+
+/// Prints the report on stdout: JSON with `--json`, else the Markdown table.
+pub fn print_report(report: &GateReport, args: &GateArgs) -> anyhow::Result<()> {
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", markdown(report));
+        if let Some(dir) = &args.report {
+            println!(
+                "\nreport: {}, {}",
+                dir.join("gate.json").display(),
+                dir.join("gate.md").display()
+            );
+        }
+    }
+    Ok(())
+}
