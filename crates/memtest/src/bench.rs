@@ -11,7 +11,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -19,6 +18,7 @@ use axum::http::{StatusCode, header};
 use serde::Serialize;
 
 use crate::load::{self, LoadPlan, LoadReport};
+use crate::target::Target;
 
 /// Options of `warden bench api`.
 #[derive(Debug, Clone, clap::Args)]
@@ -76,13 +76,7 @@ struct ApiUnderTest {
     base: String,
     token: String,
     item_id: i64,
-    child: tokio::process::Child,
-    _data: tempfile::TempDir,
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
+    target: Target,
 }
 
 async fn start_api(
@@ -90,24 +84,8 @@ async fn start_api(
     client: &reqwest::Client,
     index: usize,
 ) -> anyhow::Result<ApiUnderTest> {
-    let data = tempfile::Builder::new().prefix("warden-bench-").tempdir()?;
-    let addr = free_port()?;
-    let child = tokio::process::Command::new(bin)
-        .arg("api")
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("WARDEN_LOG", "warn")
-        .env_remove("WARDEN_DATABASE_URL")
-        .env_remove("WARDEN_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let base = format!("http://{addr}");
-    wait_ready(client, &base).await?;
+    let target = Target::start(bin, &[], &[]).await?;
+    let base = target.base.clone();
     let metrics = client
         .get(format!("{base}/metrics"))
         .send()
@@ -159,21 +137,8 @@ async fn start_api(
         base,
         token,
         item_id,
-        child,
-        _data: data,
+        target,
     })
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
-    for _ in 0..300 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("{base} did not become ready within 15 s")
 }
 
 /// Serves `body` for every GET and POST on a runtime of its own, like a separate
@@ -362,8 +327,8 @@ pub async fn run_api_bench(args: BenchApiArgs, this_exe: &Path) -> anyhow::Resul
             .map(|(i, a)| result(i + 1, a.name.clone()))
             .collect(),
     };
-    for mut api in apis {
-        let _ = api.child.kill().await;
+    for api in apis {
+        api.target.stop().await;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -58,6 +58,13 @@ impl Target {
             if let Ok(r) = client.get(format!("{base}/readyz")).send().await
                 && r.status().is_success()
             {
+                // From here on its log goes where ours goes; an unread pipe would
+                // fill up and stall the server.
+                if let Some(mut pipe) = child.stderr.take() {
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut pipe, &mut tokio::io::stderr()).await;
+                    });
+                }
                 return Ok(Self {
                     base,
                     pid: child.id(),

@@ -348,3 +348,50 @@ fn schemathesis_finds_no_server_errors_or_schema_violations() {
     );
     assert!(report.contains("passed"), "{report}");
 }
+
+#[test]
+fn the_chaos_switch_is_loud_and_visible_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let child = warden(&[
+        "api",
+        "--listen",
+        &addr.to_string(),
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ])
+    .env("WARDEN_CHAOS_LEAK_BYTES_PER_REQUEST", "64")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let api = Api {
+        child,
+        addr,
+        base: format!("http://{addr}"),
+    };
+    api.wait_ready();
+    let metrics = reqwest::blocking::get(format!("{}/metrics", api.base))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("warden_chaos_leak_bytes_per_request 64"),
+        "{metrics}"
+    );
+    api.signal("-TERM");
+    let (status, stderr) = api.wait_exit(Duration::from_secs(10));
+    assert!(status.success());
+    let warning = stderr
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("CHAOS"))
+        })
+        .unwrap_or_else(|| panic!("no CHAOS warning in {stderr}"));
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["bytes_per_request"], 64);
+}
