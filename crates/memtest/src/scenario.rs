@@ -48,6 +48,18 @@ struct Account {
     items: Mutex<VecDeque<i64>>,
 }
 
+impl Account {
+    /// The newest item beyond the standing ones, taken off the list to be deleted.
+    fn pop_extra(&self) -> Option<i64> {
+        let mut items = lock(&self.items);
+        if items.len() > BASE_ITEMS {
+            items.pop_back()
+        } else {
+            None
+        }
+    }
+}
+
 /// What one round did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RoundLoad {
@@ -147,16 +159,7 @@ impl World {
     async fn trim(&self, client: &reqwest::Client, tokens: &[String]) -> anyhow::Result<u64> {
         let mut requests = 0;
         for (user, token) in self.users.iter().zip(tokens) {
-            loop {
-                let extra = {
-                    let mut items = lock(&user.items);
-                    if items.len() > BASE_ITEMS {
-                        items.pop_back()
-                    } else {
-                        None
-                    }
-                };
-                let Some(id) = extra else { break };
+            while let Some(id) = user.pop_extra() {
                 requests += 1;
                 expect(
                     client
@@ -262,6 +265,13 @@ impl World {
         let base = &self.base;
         let auth = format!("Bearer {token}");
         let item_url = |id: i64| format!("{base}/v1/items/{id}");
+        let post_raw = |content_type: &str, body: reqwest::Body| {
+            client
+                .post(format!("{base}/v1/items"))
+                .header(AUTHORIZATION, &auth)
+                .header(CONTENT_TYPE, content_type)
+                .body(body)
+        };
         let standing = {
             let items = lock(&user.items);
             items
@@ -273,11 +283,7 @@ impl World {
         };
         let (request, status) = if n % 200 == 117 {
             (
-                client
-                    .post(format!("{base}/v1/items"))
-                    .header(AUTHORIZATION, &auth)
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(oversized_body()),
+                post_raw("application/json", oversized_body().into()),
                 StatusCode::PAYLOAD_TOO_LARGE,
             )
         } else {
@@ -317,32 +323,21 @@ impl World {
                         .json(&payload(n)),
                     StatusCode::OK,
                 ),
-                12..=15 => {
-                    let extra = {
-                        let mut items = lock(&user.items);
-                        if items.len() > BASE_ITEMS {
-                            items.pop_back()
-                        } else {
-                            None
-                        }
-                    };
-                    match extra {
-                        Some(id) => (
-                            client.delete(item_url(id)).header(AUTHORIZATION, &auth),
-                            StatusCode::NO_CONTENT,
-                        ),
-                        None => (
-                            client.get(item_url(standing)).header(AUTHORIZATION, &auth),
-                            StatusCode::OK,
-                        ),
-                    }
-                }
+                12..=15 => match user.pop_extra() {
+                    Some(id) => (
+                        client.delete(item_url(id)).header(AUTHORIZATION, &auth),
+                        StatusCode::NO_CONTENT,
+                    ),
+                    None => (
+                        client.get(item_url(standing)).header(AUTHORIZATION, &auth),
+                        StatusCode::OK,
+                    ),
+                },
                 16 => (
-                    client
-                        .post(format!("{base}/v1/items"))
-                        .header(AUTHORIZATION, &auth)
-                        .header(CONTENT_TYPE, "application/json")
-                        .body(r#"{"title": "broken", "data": [1, 2,, 3]"#),
+                    post_raw(
+                        "application/json",
+                        r#"{"title": "broken", "data": [1, 2,, 3]"#.into(),
+                    ),
                     StatusCode::BAD_REQUEST,
                 ),
                 17 => (
@@ -352,19 +347,11 @@ impl World {
                     StatusCode::UNAUTHORIZED,
                 ),
                 18 => (
-                    client
-                        .post(format!("{base}/v1/items"))
-                        .header(AUTHORIZATION, &auth)
-                        .header(CONTENT_TYPE, "text/plain")
-                        .body("title=plain"),
+                    post_raw("text/plain", "title=plain".into()),
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ),
                 _ => (
-                    client
-                        .post(format!("{base}/v1/items"))
-                        .header(AUTHORIZATION, &auth)
-                        .header(CONTENT_TYPE, "application/json")
-                        .body(too_deep()),
+                    post_raw("application/json", too_deep().into()),
                     StatusCode::BAD_REQUEST,
                 ),
             }
