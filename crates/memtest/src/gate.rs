@@ -84,6 +84,9 @@ pub struct GateArgs {
     /// Leak threshold in bytes per request (as `warden memtest --threshold`).
     #[arg(long, default_value_t = 16.0)]
     pub threshold: f64,
+    /// Leak threshold when a build has no heap metrics and only RSS can be read.
+    #[arg(long, value_name = "BYTES", default_value_t = 512.0)]
+    pub rss_threshold: f64,
     /// Largest accepted rise of peak heap, in percent.
     #[arg(long, value_name = "PERCENT", default_value_t = 10.0)]
     pub max_heap_increase: f64,
@@ -160,6 +163,7 @@ fn memtest_args(args: &GateArgs) -> MemtestArgs {
         rate: None,
         users: args.users,
         threshold: args.threshold,
+        rss_threshold: args.rss_threshold,
         max_rss: None,
         max_heap: None,
         report: None,
