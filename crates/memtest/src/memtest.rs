@@ -115,7 +115,8 @@ pub struct MemtestArgs {
     /// Send at this many requests per second instead of as fast as answers come.
     #[arg(long, value_name = "REQ_PER_S")]
     pub rate: Option<f64>,
-    /// Users in the pool (each logs in once per round).
+    /// Users in the pool; the mix cycles through them, and every 200th operation
+    /// logs one of them in and out again.
     #[arg(long, default_value_t = 4)]
     pub users: usize,
     /// Leak threshold in bytes per request: fail when significant heap growth

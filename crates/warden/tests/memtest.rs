@@ -99,6 +99,7 @@ fn usage_and_start_up_errors_exit_2_with_the_reason() {
             "--url must be a loopback address",
         ),
         (vec!["--pid", "1"], "--url"),
+        (vec!["--url", "http://127.0.0.1:1"], "cannot reach"),
         (vec!["--api-arg=--json-max-depth=0"], "exited"),
     ] {
         let out = memtest(&args);
@@ -109,4 +110,53 @@ fn usage_and_start_up_errors_exit_2_with_the_reason() {
             "{args:?}: {needle:?} not in {stderr}"
         );
     }
+}
+
+#[test]
+fn a_running_service_is_measured_by_url_and_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut api = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["api", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .env("WARDEN_LOG", "warn")
+        // Exact heap readings, as the memory test arranges for APIs it starts.
+        .env("_RJEM_MALLOC_CONF", "tcache:false")
+        .env_remove("WARDEN_CHAOS_LEAK_BYTES_PER_REQUEST")
+        .env_remove("WARDEN_DATABASE_URL")
+        .spawn()
+        .unwrap();
+    let url = format!("http://{addr}");
+    let ready = (0..400).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        reqwest::blocking::get(format!("{url}/readyz")).is_ok_and(|r| r.status() == 200)
+    });
+    assert!(ready, "warden api did not become ready");
+    let out = memtest(&[
+        "--url",
+        &url,
+        "--pid",
+        &api.id().to_string(),
+        "--duration",
+        "10s",
+        "--rounds",
+        "4",
+        "--json",
+    ]);
+    let still_running = api.try_wait().unwrap().is_none();
+    let _ = api.kill();
+    let _ = api.wait();
+    let r = report(&out);
+    assert!(
+        still_running,
+        "memtest must leave a service it did not start running"
+    );
+    assert_eq!(out.status.code(), Some(0), "{r:#}");
+    assert_eq!(r["target"], url);
+    assert_eq!(r["basis"], "heap");
+    assert_eq!(r["errors"], 0, "{r:#}");
+    assert!(r["peak_rss_bytes"].as_u64().unwrap() > 1 << 20, "{r:#}");
 }
