@@ -82,8 +82,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) | Command::Api(args) => serve_api(args).await,
-            Command::Memtest(args) => memtest(args).await,
-            Command::Gate(args) => gate(args).await,
+            Command::Memtest(args) => until_interrupted(memtest(args)).await,
+            Command::Gate(args) => until_interrupted(gate(args)).await,
             Command::Bench(BenchCommand::Api(args)) => {
                 let exe = std::env::current_exe()?;
                 warden_memtest::bench::run_api_bench(args, &exe)
@@ -107,6 +107,17 @@ async fn serve_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
     let app = Application::build(settings, &BUILD).await?;
     app.run_until(warden_api::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `work` until it ends or SIGINT/SIGTERM arrives. Interrupted, the work is
+/// dropped, which kills the API processes it started instead of leaving them behind.
+async fn until_interrupted(
+    work: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::select! {
+        result = work => result,
+        () = warden_api::shutdown_signal() => anyhow::bail!("interrupted; the APIs it started are stopped"),
+    }
 }
 
 /// Exit 0 when the candidate may ship, 1 on a regression; errors (exit 2) are `Err`.

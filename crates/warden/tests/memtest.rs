@@ -160,3 +160,59 @@ fn a_running_service_is_measured_by_url_and_pid() {
     assert_eq!(r["errors"], 0, "{r:#}");
     assert!(r["peak_rss_bytes"].as_u64().unwrap() > 1 << 20, "{r:#}");
 }
+
+/// Alive and not a zombie.
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[test]
+fn interrupting_memtest_stops_the_api_it_started() {
+    let mut memtest = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["memtest", "--duration", "60s"])
+        .env("WARDEN_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = memtest.id();
+    let children = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| c.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    let mut api = Vec::new();
+    for _ in 0..200 {
+        api = children();
+        if !api.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!api.is_empty(), "memtest started no API");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(memtest.wait().unwrap().code(), Some(2));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for child in &api {
+        assert!(
+            !running(child),
+            "API process {child} outlived the memory test"
+        );
+    }
+}
