@@ -103,7 +103,26 @@ pub struct MemtestArgs {
         conflicts_with = "url"
     )]
     pub api_args: Vec<String>,
-    /// Time budget for the whole test, setup included.
+    #[command(flatten)]
+    pub workload: Workload,
+    /// Fail if RSS ever exceeds this, e.g. `512MiB`.
+    #[arg(long, value_name = "SIZE")]
+    pub max_rss: Option<bytesize::ByteSize>,
+    /// Fail if the heap ever exceeds this, e.g. `256MiB`.
+    #[arg(long, value_name = "SIZE")]
+    pub max_heap: Option<bytesize::ByteSize>,
+    /// Write memtest.json and memtest.svg (memory against requests) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Print the JSON report on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The workload and verdict settings, shared by `warden memtest` and `warden gate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Workload {
+    /// Time budget per API tested, setup included.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Measured rounds after the warm-up round (at least 4).
@@ -127,18 +146,6 @@ pub struct MemtestArgs {
     /// whole confidence interval of RSS growth is at or above it.
     #[arg(long, value_name = "BYTES", default_value_t = 512.0)]
     pub rss_threshold: f64,
-    /// Fail if RSS ever exceeds this, e.g. `512MiB`.
-    #[arg(long, value_name = "SIZE")]
-    pub max_rss: Option<bytesize::ByteSize>,
-    /// Fail if the heap ever exceeds this, e.g. `256MiB`.
-    #[arg(long, value_name = "SIZE")]
-    pub max_heap: Option<bytesize::ByteSize>,
-    /// Write memtest.json and memtest.svg (memory against requests) into this directory.
-    #[arg(long, value_name = "DIR")]
-    pub report: Option<PathBuf>,
-    /// Print the JSON report on stdout instead of the summary.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// The leak estimate of a report.
@@ -211,7 +218,7 @@ impl MemtestReport {
 
 /// Errors that are the caller's fault or the environment's (exit 2), as opposed to a
 /// failed check (exit 1, a report with verdict `fail`).
-pub(crate) fn check_args(args: &MemtestArgs) -> anyhow::Result<()> {
+pub(crate) fn check_args(args: &Workload) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.rounds >= 4,
         "--rounds must be at least 4 (got {})",
@@ -256,7 +263,7 @@ pub(crate) const CHILD_ENV: &[(&str, &str)] = &[("_RJEM_MALLOC_CONF", "tcache:fa
 
 /// Runs the memory test and returns its report; `Err` is a usage or start-up error.
 pub async fn run_memtest(args: &MemtestArgs) -> anyhow::Result<MemtestReport> {
-    check_args(args)?;
+    check_args(&args.workload)?;
     let started = Instant::now();
     let (target, name) = match &args.url {
         Some(url) => (Target::existing(url, args.pid).await?, url.clone()),
@@ -269,32 +276,35 @@ pub async fn run_memtest(args: &MemtestArgs) -> anyhow::Result<MemtestReport> {
             (target, bin.display().to_string())
         }
     };
-    let progress = Progress::new(args.rounds + 1, args.json);
+    let w = &args.workload;
+    let progress = Progress::new(w.rounds + 1, args.json);
     progress.message("registering users");
-    let mut subject = Subject::start(target, name, args.users).await?;
-    let plan = round_plan(args, started.elapsed(), 1);
-    for round in 0..=args.rounds {
-        progress.round(&subject.name, round, args.rounds);
+    let mut subject = Subject::start(target, name, w.users).await?;
+    let plan = round_plan(w, started.elapsed(), 1);
+    for round in 0..=w.rounds {
+        progress.round(&subject.name, round, w.rounds);
         if let Err(error) = subject.round(round, plan).await {
             subject.stop().await;
             return Err(error);
         }
-        progress.round_done(&subject, args.rounds);
+        progress.round_done(&subject, w.rounds);
     }
     progress.finish();
-    let mut report = subject.finish(args, started).await;
+    let limits = (args.max_rss, args.max_heap);
+    let mut report = subject.finish(w, limits, started).await;
     if let Some(dir) = &args.report {
         write_report(dir, &mut report)?;
     }
     Ok(report)
 }
 
-/// How long each round runs: what is left of the budget, shared by `subjects` APIs'
-/// warm-up and measured rounds, less about half a second per quiet point.
-pub(crate) fn round_plan(args: &MemtestArgs, spent: Duration, subjects: u32) -> LoadPlan {
+/// How long each round runs: what is left of the budget (`--duration` per API),
+/// shared by `subjects` APIs' warm-up and measured rounds, less about half a second
+/// per quiet point.
+pub(crate) fn round_plan(args: &Workload, spent: Duration, subjects: u32) -> LoadPlan {
     let quiet_cost = Duration::from_millis(600);
     let rounds = (args.rounds + 1) * subjects;
-    let left = args.duration.saturating_sub(spent);
+    let left = (args.duration * subjects).saturating_sub(spent);
     LoadPlan {
         concurrency: args.concurrency,
         duration: (left.saturating_sub(quiet_cost * rounds) / rounds)
@@ -408,7 +418,12 @@ impl Subject {
     }
 
     /// Stops sampling (and the API, if started here) and judges what was seen.
-    pub async fn finish(self, args: &MemtestArgs, started: Instant) -> MemtestReport {
+    pub async fn finish(
+        self,
+        args: &Workload,
+        (max_rss, max_heap): (Option<bytesize::ByteSize>, Option<bytesize::ByteSize>),
+        started: Instant,
+    ) -> MemtestReport {
         self.sampler.abort();
         let samples = std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()));
         let requests = self.sent.load(Ordering::Relaxed);
@@ -428,8 +443,8 @@ impl Subject {
             errors,
             peak_rss: samples.peak_rss,
             peak_heap: samples.peak_heap,
-            max_rss: args.max_rss.map(|b| b.as_u64()),
-            max_heap: args.max_heap.map(|b| b.as_u64()),
+            max_rss: max_rss.map(|b| b.as_u64()),
+            max_heap: max_heap.map(|b| b.as_u64()),
         });
         let measured = || self.rounds.iter().filter(|r| r.round > 0);
         let mut p50s: Vec<f64> = measured().map(|r| r.p50_ms).collect();

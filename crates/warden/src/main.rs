@@ -109,6 +109,15 @@ async fn serve_api(args: ApiArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Exit 0 when a check passed, 1 when it found a problem.
+fn verdict(passed: bool) -> ExitCode {
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 /// Runs `work` until it ends or SIGINT/SIGTERM arrives. Interrupted, the work is
 /// dropped, which kills the API processes it started instead of leaving them behind.
 async fn until_interrupted(
@@ -124,20 +133,12 @@ async fn until_interrupted(
 async fn gate(args: warden_memtest::gate::GateArgs) -> anyhow::Result<ExitCode> {
     let report = warden_memtest::gate::run_gate(&args).await?;
     warden_memtest::gate::print_report(&report, &args)?;
-    Ok(if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(verdict(report.passed()))
 }
 
 /// Exit 0 on a pass, 1 on a leak or exceeded limit; errors (exit 2) come back as `Err`.
 async fn memtest(args: warden_memtest::memtest::MemtestArgs) -> anyhow::Result<ExitCode> {
     let report = warden_memtest::memtest::run_memtest(&args).await?;
     warden_memtest::memtest::print_report(&report, &args)?;
-    Ok(if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(verdict(report.passed()))
 }

@@ -26,7 +26,7 @@ fn gate(args: &[&str]) -> Output {
             "--candidate",
             bin,
             "--duration",
-            "30s",
+            "15s",
         ])
         .args(["--rounds", "6"])
         .args(args)
