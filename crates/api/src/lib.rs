@@ -390,6 +390,24 @@ fn spawn_session_purge(db: db::Db) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Completes when this process's parent is no longer `supervisor` (it exited, even by
+/// kill -9, and the process was re-parented), checking twice a second; never when
+/// `supervisor` is `None`. A supervised instance uses it so that it does not outlive
+/// the `warden up` that started it.
+pub async fn supervisor_gone(supervisor: Option<u32>) {
+    let Some(supervisor) = supervisor else {
+        return std::future::pending().await;
+    };
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        ticker.tick().await;
+        if std::os::unix::process::parent_id() != supervisor {
+            tracing::warn!(supervisor, "the supervisor is gone; shutting down");
+            return;
+        }
+    }
+}
+
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -6,7 +6,7 @@
 //!
 //! - [`Telemetry`] owns a Prometheus registry with the standard `process_*` metrics,
 //!   the jemalloc heap gauges (`warden_heap_*_bytes`), request metrics and
-//!   `warden_build_info`, and renders it in the Prometheus text format for `/metrics`.
+//!   `warden_build_info` and `warden_memory_limit_bytes`, and renders it in the Prometheus text format for `/metrics`.
 //! - [`http::track_requests`] is an axum middleware that records
 //!   `http_server_request_duration_seconds` (labelled by the *route template*, never
 //!   the raw path, so cardinality stays bounded) and `http_server_active_requests`.
@@ -18,6 +18,7 @@
 
 pub mod heap;
 pub mod http;
+pub mod limit;
 pub mod logging;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub use heap::HeapStats;
+pub use limit::{LimitSource, MemoryLimit, memory_limit};
 
 /// The identity of a build, which ties a memory curve to a dependency set.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -84,6 +86,16 @@ impl Telemetry {
             &["kind"],
         )?;
         registry.register(Box::new(heap.clone()))?;
+
+        let limit = IntGauge::new(
+            "warden_memory_limit_bytes",
+            "The memory this process may use: its cgroup limit, else the machine's RAM.",
+        )?;
+        // Exported only when known: a limit of 0 would make every instance "full".
+        if let Some(found) = memory_limit(None) {
+            limit.set(i64::try_from(found.bytes).unwrap_or(i64::MAX));
+            registry.register(Box::new(limit))?;
+        }
 
         let http = http::HttpMetrics::new(&registry)?;
         Ok(Self {

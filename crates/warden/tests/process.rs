@@ -53,6 +53,11 @@ impl Api {
             "--data-dir",
             data_dir.to_str().unwrap(),
         ])
+        .args(if subcommand == "up" {
+            vec!["--console".to_owned(), free_addr().to_string()]
+        } else {
+            Vec::new()
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -290,7 +295,23 @@ fn up_serves_the_api_with_data_in_the_data_dir() {
     let data = dir.path().join("warden-data");
     let api = Api::start_cmd(&data, "up");
     api.user("ada@example.com");
-    assert!(data.join("api.sqlite3").exists());
+    assert!(data.join("api/api.sqlite3").exists(), "the API's database");
+    assert!(
+        data.join("control.db").exists(),
+        "the control plane's store"
+    );
+    // kill -9 of `warden up` must not leave its API instance running.
+    let pid = api.child.id();
+    let port = api.addr;
+    drop(api);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(port).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the API outlived `warden up` (pid {pid})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn ci() -> bool {

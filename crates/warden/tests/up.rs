@@ -1,0 +1,288 @@
+//! `warden up` end to end: a release that leaks under real traffic is caught by the
+//! control plane, which names the release, the rate and the forecast in a signed
+//! webhook, records the transition in its event log, shows it on the console, and
+//! resolves it once the leak stops.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use warden_monitor::notify::{SIGNATURE_HEADER, verify_signature};
+
+const SECRET: &str = "test-webhook-secret";
+
+/// Every webhook received: (signature header, body).
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// `warden up`, stopped with SIGTERM (so it stops its API child) when dropped.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A webhook receiver keeping every (signature header, body) it gets.
+async fn receiver() -> (String, Received) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let keep = keep.clone();
+                async move {
+                    let signature = headers
+                        .get(SIGNATURE_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    keep.lock().unwrap().push((signature, body.to_vec()));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+/// Waits for a webhook whose first alert has `alertname` and `status`.
+async fn wait_for_hook(
+    got: &Received,
+    alertname: &str,
+    status: &str,
+    within: Duration,
+) -> (String, Vec<u8>, serde_json::Value) {
+    let deadline = Instant::now() + within;
+    loop {
+        let found = got.lock().unwrap().iter().find_map(|(sig, body)| {
+            let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+            let alert = &json["alerts"][0];
+            (alert["labels"]["alertname"] == alertname && alert["status"] == status)
+                .then(|| (sig.clone(), body.clone(), json))
+        });
+        if let Some(found) = found {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {status} {alertname} webhook within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaking_release_is_alerted_named_recorded_and_resolved() {
+    let (hook, got) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[monitor]\nscrape_interval = \"1s\"\n\n\
+             [alerts.leak]\nwindow = \"60s\"\nfor = \"5s\"\nmemory_limit = 4000000000\n\n\
+             [[notifiers]]\ntype = \"webhook\"\nname = \"on-call\"\nurl = \"{hook}\"\nsecret = \"{SECRET}\"\n"
+        ),
+    )
+    .unwrap();
+    let (api, console) = (free_port(), free_port());
+    let _up = Up(Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "up",
+            "--listen",
+            &format!("127.0.0.1:{api}"),
+            "--console",
+            &format!("127.0.0.1:{console}"),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--release",
+            "v2-leaky",
+            "--api-arg=--chaos-leak-bytes-per-request=16384",
+        ])
+        .env("WARDEN_LOG", "warn")
+        .env_remove("WARDEN_DATABASE_URL")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap());
+
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{api}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the API under `warden up` never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Real traffic: one user reading and writing items until told to stop.
+    let user =
+        serde_json::json!({"email": "leak@example.com", "password": "correct horse battery"});
+    let created = client
+        .post(format!("{base}/v1/users"))
+        .json(&user)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        created.status().is_success(),
+        "{}",
+        created.text().await.unwrap()
+    );
+    let session: serde_json::Value = client
+        .post(format!("{base}/v1/sessions"))
+        .json(&user)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["token"]
+        .as_str()
+        .expect("a session token")
+        .to_owned();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (client, base, stop) = (client.clone(), base.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let request = if sent.is_multiple_of(10) {
+                    client
+                        .post(format!("{base}/v1/items"))
+                        .json(&serde_json::json!({"title": "n", "data": {"k": sent}}))
+                } else {
+                    client.get(format!("{base}/v1/items"))
+                };
+                let _ = request.bearer_auth(&token).send().await;
+                sent += 1;
+                // About 200 requests/s: a leak of tens of MB a minute, not gigabytes.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            sent
+        })
+    };
+
+    let (signature, body, json) =
+        wait_for_hook(&got, "MemoryLeak", "firing", Duration::from_secs(150)).await;
+    assert!(
+        verify_signature(
+            SECRET,
+            &signature,
+            &body,
+            SystemTime::now(),
+            Duration::from_secs(300)
+        ),
+        "the webhook is signed with the configured secret"
+    );
+    let alert = &json["alerts"][0];
+    assert_eq!(alert["labels"]["release"], "v2-leaky");
+    assert_eq!(alert["labels"]["instance"], format!("127.0.0.1:{api}"));
+    let summary = alert["annotations"]["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("memory leak in release v2-leaky"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("MB/min") && summary.contains("exhausts"),
+        "{summary}"
+    );
+    assert!(
+        alert["labels"]["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("heap"),
+        "{alert}"
+    );
+
+    // The console shows it and the event log has the transition.
+    let console = format!("http://127.0.0.1:{console}");
+    let alerts: serde_json::Value = client
+        .get(format!("{console}/api/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(alerts.to_string().contains("v2-leaky"), "{alerts}");
+    let page = client
+        .get(format!("{console}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("memory leak in release v2-leaky"),
+        "the dashboard lists the alert"
+    );
+
+    // The leak stops with the traffic: the alert resolves.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(traffic.await.unwrap() > 100);
+    let (_, _, resolved) =
+        wait_for_hook(&got, "MemoryLeak", "resolved", Duration::from_secs(150)).await;
+    assert_eq!(resolved["alerts"][0]["labels"]["release"], "v2-leaky");
+    let store = warden_store::Store::open(&dir.path().join("data/control.db")).unwrap();
+    let kinds: Vec<String> = store
+        .events(&warden_store::EventFilter {
+            kind_prefix: Some("alert.".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.payload["alert"] == "MemoryLeak")
+        .map(|e| e.kind)
+        .collect();
+    // Pending may lapse (cancelled) while the trend is still borderline; it fires
+    // once and resolves once.
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("alert.pending"),
+        "{kinds:?}"
+    );
+    let decisive: Vec<&str> = kinds
+        .iter()
+        .map(String::as_str)
+        .filter(|k| *k == "alert.firing" || *k == "alert.resolved")
+        .collect();
+    assert_eq!(decisive, ["alert.firing", "alert.resolved"], "{kinds:?}");
+}
