@@ -51,6 +51,8 @@ pub async fn supervise(
             .arg(&spec.data_dir)
             .args(&spec.args)
             .env("WARDEN_SUPERVISOR_PID", std::process::id().to_string())
+            // `warden up`'s own config file is not the API's.
+            .env_remove("WARDEN_CONFIG")
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()

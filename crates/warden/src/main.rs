@@ -96,8 +96,8 @@ struct UpArgs {
         default_value = "./warden-data"
     )]
     data_dir: PathBuf,
-    /// Config file: [monitor], [alerts.*] and [[notifiers]] tables (see
-    /// docs/ARCHITECTURE.md). Without it the defaults apply.
+    /// Config file: [monitor], [alerts.*] and [[notifiers]] tables; every key is
+    /// shown in ops/warden.example.toml. Without it the defaults apply.
     #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Override [monitor] scrape_interval (e.g. 1s, 5s).

@@ -121,8 +121,8 @@ async fn a_leaking_release_is_alerted_named_recorded_and_resolved() {
         ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&config)
+        // By environment, as a deployment would: the API child must not read it.
+        .env("WARDEN_CONFIG", &config)
         .args([
             "--release",
             "v2-leaky",
