@@ -88,10 +88,15 @@ async fn wait_for_hook(
         if let Some(found) = found {
             return found;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no {status} {alertname} webhook within {within:?}"
-        );
+        if Instant::now() >= deadline {
+            let seen: Vec<String> = got
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, body)| String::from_utf8_lossy(body).into_owned())
+                .collect();
+            panic!("no {status} {alertname} webhook within {within:?}; received: {seen:#?}");
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -285,4 +290,112 @@ async fn a_leaking_release_is_alerted_named_recorded_and_resolved() {
         .filter(|k| *k == "alert.firing" || *k == "alert.resolved")
         .collect();
     assert_eq!(decisive, ["alert.firing", "alert.resolved"], "{kinds:?}");
+}
+
+/// The child process of `parent` (from any of its threads, in `/proc`).
+fn child_of(parent: u32) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{parent}/task"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .find_map(|children| children.split_whitespace().next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_is_restarted_recorded_and_alerted_as_down() {
+    let (hook, got) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[monitor]\nscrape_interval = \"1s\"\n\n[alerts.target_down]\nfor = \"2s\"\n\n\
+             [[notifiers]]\ntype = \"webhook\"\nname = \"on-call\"\nurl = \"{hook}\"\n"
+        ),
+    )
+    .unwrap();
+    let (api, console) = (free_port(), free_port());
+    let up = Up(Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args([
+            "up",
+            "--listen",
+            &format!("127.0.0.1:{api}"),
+            "--console",
+            &format!("127.0.0.1:{console}"),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--release", "v1", "--api-arg=--token-ttl=1h"])
+        .env("WARDEN_LOG", "warn")
+        .env_remove("WARDEN_DATABASE_URL")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap());
+    let client = reqwest::Client::new();
+    let ready = format!("http://127.0.0.1:{api}/readyz");
+    let wait_ready = || async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !client
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the API under `warden up` is not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    wait_ready().await;
+    let first = child_of(up.0.id()).expect("warden up runs the API as its child");
+    // Wait until the control plane scrapes the instance (it publishes it as a target
+    // once it has seen it ready itself).
+    let store = warden_store::Store::open(&dir.path().join("data/control.db")).unwrap();
+    let instance = format!("127.0.0.1:{api}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store
+        .query("up", &[("instance", &instance)], 0, i64::MAX)
+        .unwrap()
+        .iter()
+        .all(|s| s.points.iter().all(|(_, v)| *v < 1.0))
+    {
+        assert!(Instant::now() < deadline, "the instance is never scraped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Stop the instance hard and keep it stopped long enough to count as down, then
+    // let the supervisor bring it back.
+    Command::new("kill")
+        .args(["-STOP", &first.to_string()])
+        .status()
+        .unwrap();
+    let (_, _, down) = wait_for_hook(&got, "TargetDown", "firing", Duration::from_secs(30)).await;
+    assert_eq!(down["alerts"][0]["labels"]["release"], "v1");
+    Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .status()
+        .unwrap();
+    wait_ready().await;
+    let second = child_of(up.0.id()).expect("a new instance");
+    assert_ne!(first, second, "the instance was restarted");
+    wait_for_hook(&got, "TargetDown", "resolved", Duration::from_secs(30)).await;
+
+    let store = warden_store::Store::open(&dir.path().join("data/control.db")).unwrap();
+    let kinds: Vec<String> = store
+        .events(&warden_store::EventFilter {
+            kind_prefix: Some("instance.".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        ["instance.started", "instance.exited", "instance.started"]
+    );
 }
