@@ -10,6 +10,9 @@
 //!   The dashboard's markers, the status page's automation and the postmortem's
 //!   timeline are views of it.
 //!
+//! It also holds **the release registry**: each release's binary hash, build
+//! identity and dependency list, recorded once and never changed.
+//!
 //! The file runs in WAL mode with `synchronous = FULL`: a write that returned is on
 //! disk, so nothing acknowledged is lost on kill -9. Samples are written in one
 //! transaction per scrape, which keeps the cost of that to one sync per scrape.
@@ -43,6 +46,9 @@ pub enum Error {
         /// The newest version this build knows.
         known: i64,
     },
+    /// Something with that identity is already recorded and cannot change.
+    #[error("store: {0} already exists and cannot be changed; choose another name")]
+    Exists(String),
     /// A blocking task panicked or was cancelled.
     #[error("store: background task failed: {0}")]
     Task(String),
@@ -179,7 +185,45 @@ const MIGRATIONS: &[&str] = &[
         payload TEXT NOT NULL
     );
     CREATE INDEX events_at ON events (at_ms);",
+    // 2: the release registry.
+    "CREATE TABLE releases (
+        name TEXT PRIMARY KEY,
+        added_ms INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        git_commit TEXT NOT NULL,
+        build_lockfile_sha256 TEXT NOT NULL,
+        lockfile_sha256 TEXT NOT NULL,
+        binary_sha256 TEXT NOT NULL,
+        binary_path TEXT NOT NULL,
+        args TEXT NOT NULL,
+        dependencies TEXT NOT NULL
+    );",
 ];
+
+/// A release as recorded in the registry: immutable once added.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    /// Unique name, e.g. `v1` or `0.1.0-4dcda4b`.
+    pub name: String,
+    /// When it was added (unix ms).
+    pub added_ms: i64,
+    /// The binary's version.
+    pub version: String,
+    /// The git commit the binary was built from.
+    pub git_commit: String,
+    /// SHA-256 of the Cargo.lock the binary was built with (embedded in it).
+    pub build_lockfile_sha256: String,
+    /// SHA-256 of the Cargo.lock recorded with the release.
+    pub lockfile_sha256: String,
+    /// SHA-256 of the binary: its name in the content-addressed store.
+    pub binary_sha256: String,
+    /// Where the stored binary is.
+    pub binary_path: String,
+    /// Extra arguments the release's instances run with.
+    pub args: Vec<String>,
+    /// `(name, version)` of every package in the recorded lockfile, sorted.
+    pub dependencies: Vec<(String, String)>,
+}
 
 /// The store. Cheap to clone; clones share one connection.
 #[derive(Clone)]
@@ -433,6 +477,85 @@ impl Store {
             .collect()
     }
 
+    /// Adds `release`; fails with [`Error::Exists`] when the name is taken, because
+    /// a release never changes once recorded.
+    pub fn add_release(&self, release: &Release) -> Result<()> {
+        let conn = self.conn();
+        let inserted = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO releases (name, added_ms, version, git_commit,
+                 build_lockfile_sha256, lockfile_sha256, binary_sha256, binary_path, args,
+                 dependencies) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                release.name,
+                release.added_ms,
+                release.version,
+                release.git_commit,
+                release.build_lockfile_sha256,
+                release.lockfile_sha256,
+                release.binary_sha256,
+                release.binary_path,
+                serde_json::to_string(&release.args)?,
+                serde_json::to_string(&release.dependencies)?,
+            ])?;
+        if inserted == 0 {
+            return Err(Error::Exists(format!("release {:?}", release.name)));
+        }
+        Ok(())
+    }
+
+    /// Every release, oldest first.
+    pub fn releases(&self) -> Result<Vec<Release>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, added_ms, version, git_commit, build_lockfile_sha256,
+             lockfile_sha256, binary_sha256, binary_path, args, dependencies
+             FROM releases ORDER BY added_ms, name",
+        )?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    (
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, String>(4)?,
+                    ),
+                    (
+                        row.get::<_, String>(5)?,
+                        row.get::<_, String>(6)?,
+                        row.get::<_, String>(7)?,
+                        row.get::<_, String>(8)?,
+                        row.get::<_, String>(9)?,
+                    ),
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(
+                |(
+                    (name, added_ms, version, git_commit, build_lockfile_sha256),
+                    (lockfile_sha256, binary_sha256, binary_path, args, dependencies),
+                )| {
+                    Ok(Release {
+                        name,
+                        added_ms,
+                        version,
+                        git_commit,
+                        build_lockfile_sha256,
+                        lockfile_sha256,
+                        binary_sha256,
+                        binary_path,
+                        args: serde_json::from_str(&args)?,
+                        dependencies: serde_json::from_str(&dependencies)?,
+                    })
+                },
+            )
+            .collect()
+    }
+
     /// The newest event, if any (a cheap change marker for pages that poll).
     pub fn last_event_id(&self) -> Result<Option<i64>> {
         Ok(self
@@ -587,6 +710,30 @@ mod tests {
         assert_eq!(newest[0].kind, "deploy.finished");
         assert_eq!(newest[0].payload["n"], 3);
         assert_eq!(store.last_event_id().unwrap(), Some(3));
+    }
+
+    #[test]
+    fn releases_are_recorded_once_and_read_back() {
+        let store = Store::in_memory().unwrap();
+        let release = Release {
+            name: "v1".into(),
+            added_ms: 5,
+            version: "0.1.0".into(),
+            git_commit: "abc".into(),
+            build_lockfile_sha256: "l1".into(),
+            lockfile_sha256: "l1".into(),
+            binary_sha256: "b1".into(),
+            binary_path: "/data/releases/b1/warden".into(),
+            args: vec!["--flag".into()],
+            dependencies: vec![("serde_json".into(), "1.0.120".into())],
+        };
+        store.add_release(&release).unwrap();
+        let again = Release {
+            binary_sha256: "b2".into(),
+            ..release.clone()
+        };
+        assert!(matches!(store.add_release(&again), Err(Error::Exists(_))));
+        assert_eq!(store.releases().unwrap(), [release]);
     }
 
     #[test]

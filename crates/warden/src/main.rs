@@ -64,6 +64,13 @@ enum Command {
     /// With both lockfiles it lists the packages whose versions changed. Writes a
     /// JSON report and a Markdown table for the pull request with --report DIR.
     Gate(warden_memtest::gate::GateArgs),
+    /// The release registry: record a build as an immutable release, list releases.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// Print this binary's build identity as JSON (version, git commit, Cargo.lock
+    /// SHA-256); `warden release add` reads it from the binary it records.
+    #[command(hide = true)]
+    BuildInfo,
     /// Benchmarks, side by side with their peers in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -113,6 +120,52 @@ struct UpArgs {
 }
 
 #[derive(Subcommand)]
+enum ReleaseCommand {
+    /// Record a release: its binary (stored under its SHA-256 in the data dir), its
+    /// version and git commit, and the packages of its Cargo.lock. Releases never
+    /// change; a name can be used once.
+    Add {
+        /// The warden binary to record [default: this one].
+        #[arg(long, value_name = "PATH")]
+        bin: Option<PathBuf>,
+        /// The release's name [default: VERSION-COMMIT].
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// The Cargo.lock to record as its dependency set.
+        #[arg(long, value_name = "FILE", default_value = "Cargo.lock")]
+        lockfile: PathBuf,
+        /// Extra argument its API instances run with (repeatable).
+        #[arg(long = "api-arg", value_name = "ARG", allow_hyphen_values = true)]
+        api_args: Vec<String>,
+        /// Where the registry lives.
+        #[arg(
+            long,
+            env = "WARDEN_DATA_DIR",
+            value_name = "DIR",
+            default_value = "./warden-data"
+        )]
+        data_dir: PathBuf,
+        /// Print the recorded release as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the releases, oldest first.
+    List {
+        /// Where the registry lives.
+        #[arg(
+            long,
+            env = "WARDEN_DATA_DIR",
+            value_name = "DIR",
+            default_value = "./warden-data"
+        )]
+        data_dir: PathBuf,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// Throughput and latency of the API against a bare axum server's ceiling.
     Api(warden_memtest::bench::BenchApiArgs),
@@ -139,6 +192,11 @@ fn main() -> ExitCode {
             Command::Up(args) => up(args).await,
             Command::Api(args) => serve_api(args).await,
             Command::Memtest(args) => until_interrupted(memtest(args)).await,
+            Command::Release(command) => release(command),
+            Command::BuildInfo => {
+                println!("{}", serde_json::to_string(&BUILD)?);
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Gate(args) => until_interrupted(gate(args)).await,
             Command::Bench(BenchCommand::Api(args)) => {
                 let exe = std::env::current_exe()?;
@@ -234,6 +292,61 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         result = monitor => result?,
         result = console => result?,
         () = warden_api::shutdown_signal() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `warden release add|list`.
+fn release(command: ReleaseCommand) -> anyhow::Result<ExitCode> {
+    let open = |data_dir: &std::path::Path| -> anyhow::Result<warden_store::Store> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create the data dir {}: {e}", data_dir.display())
+        })?;
+        Ok(warden_store::Store::open(&data_dir.join("control.db"))?)
+    };
+    match command {
+        ReleaseCommand::Add {
+            bin,
+            name,
+            lockfile,
+            api_args,
+            data_dir,
+            json,
+        } => {
+            let store = open(&data_dir)?;
+            let new = warden_deploy::release::NewRelease {
+                bin: bin.map_or_else(std::env::current_exe, Ok)?,
+                name,
+                lockfile,
+                args: api_args,
+            };
+            let (release, warning) = warden_deploy::release::add(&store, &data_dir, &new)?;
+            if let Some(warning) = warning {
+                eprintln!("warning: {warning}");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&release)?);
+            } else {
+                println!(
+                    "release {} recorded: version {}, commit {}, {} packages, binary sha256 {}",
+                    release.name,
+                    release.version,
+                    release.git_commit,
+                    release.dependencies.len(),
+                    release.binary_sha256
+                );
+            }
+        }
+        ReleaseCommand::List { data_dir, json } => {
+            let releases = open(&data_dir)?.releases()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&releases)?);
+            } else if releases.is_empty() {
+                println!("no releases yet: record one with `warden release add`");
+            } else {
+                print!("{}", warden_deploy::release::table(&releases));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
