@@ -35,6 +35,44 @@ impl Drop for Up {
     }
 }
 
+impl Up {
+    /// Starts `warden up` on free ports with `config` (TOML text) written into `dir`,
+    /// plus `args`. With `config_by_env` the file is named in WARDEN_CONFIG, as a
+    /// deployment would; otherwise with --config. Returns it with the API and console
+    /// ports.
+    fn start(
+        dir: &std::path::Path,
+        config: &str,
+        config_by_env: bool,
+        args: &[&str],
+    ) -> (Self, u16, u16) {
+        let file = dir.join("warden.toml");
+        std::fs::write(&file, config).unwrap();
+        let (api, console) = (free_port(), free_port());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_warden"));
+        command
+            .args([
+                "up",
+                "--listen",
+                &format!("127.0.0.1:{api}"),
+                "--console",
+                &format!("127.0.0.1:{console}"),
+            ])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(args)
+            .env("WARDEN_LOG", "warn")
+            .env_remove("WARDEN_DATABASE_URL")
+            .stdout(Stdio::null());
+        if config_by_env {
+            command.env("WARDEN_CONFIG", &file);
+        } else {
+            command.arg("--config").arg(&file);
+        }
+        (Self(command.spawn().unwrap()), api, console)
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -105,39 +143,22 @@ async fn wait_for_hook(
 async fn a_leaking_release_is_alerted_named_recorded_and_resolved() {
     let (hook, got) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("warden.toml");
-    std::fs::write(
+    let config = format!(
+        "[monitor]\nscrape_interval = \"1s\"\n\n\
+         [alerts.leak]\nwindow = \"60s\"\nfor = \"5s\"\nmemory_limit = 4000000000\n\n\
+         [[notifiers]]\ntype = \"webhook\"\nname = \"on-call\"\nurl = \"{hook}\"\nsecret = \"{SECRET}\"\n"
+    );
+    // Config by environment: the API child must not read up's file.
+    let (_up, api, console) = Up::start(
+        dir.path(),
         &config,
-        format!(
-            "[monitor]\nscrape_interval = \"1s\"\n\n\
-             [alerts.leak]\nwindow = \"60s\"\nfor = \"5s\"\nmemory_limit = 4000000000\n\n\
-             [[notifiers]]\ntype = \"webhook\"\nname = \"on-call\"\nurl = \"{hook}\"\nsecret = \"{SECRET}\"\n"
-        ),
-    )
-    .unwrap();
-    let (api, console) = (free_port(), free_port());
-    let _up = Up(Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args([
-            "up",
-            "--listen",
-            &format!("127.0.0.1:{api}"),
-            "--console",
-            &format!("127.0.0.1:{console}"),
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        // By environment, as a deployment would: the API child must not read it.
-        .env("WARDEN_CONFIG", &config)
-        .args([
+        true,
+        &[
             "--release",
             "v2-leaky",
             "--api-arg=--chaos-leak-bytes-per-request=16384",
-        ])
-        .env("WARDEN_LOG", "warn")
-        .env_remove("WARDEN_DATABASE_URL")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap());
+        ],
+    );
 
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{api}");
@@ -305,34 +326,16 @@ fn child_of(parent: u32) -> Option<u32> {
 async fn a_killed_instance_is_restarted_recorded_and_alerted_as_down() {
     let (hook, got) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("warden.toml");
-    std::fs::write(
+    let config = format!(
+        "[monitor]\nscrape_interval = \"1s\"\n\n[alerts.target_down]\nfor = \"2s\"\n\n\
+         [[notifiers]]\ntype = \"webhook\"\nname = \"on-call\"\nurl = \"{hook}\"\n"
+    );
+    let (up, api, _console) = Up::start(
+        dir.path(),
         &config,
-        format!(
-            "[monitor]\nscrape_interval = \"1s\"\n\n[alerts.target_down]\nfor = \"2s\"\n\n\
-             [[notifiers]]\ntype = \"webhook\"\nname = \"on-call\"\nurl = \"{hook}\"\n"
-        ),
-    )
-    .unwrap();
-    let (api, console) = (free_port(), free_port());
-    let up = Up(Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args([
-            "up",
-            "--listen",
-            &format!("127.0.0.1:{api}"),
-            "--console",
-            &format!("127.0.0.1:{console}"),
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--release", "v1", "--api-arg=--token-ttl=1h"])
-        .env("WARDEN_LOG", "warn")
-        .env_remove("WARDEN_DATABASE_URL")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap());
+        false,
+        &["--release", "v1", "--api-arg=--token-ttl=1h"],
+    );
     let client = reqwest::Client::new();
     let ready = format!("http://127.0.0.1:{api}/readyz");
     let wait_ready = || async {
