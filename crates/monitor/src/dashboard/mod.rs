@@ -662,56 +662,51 @@ fn datetime(ms: i64) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
+/// Formats `ms` with `format`, or `None` when it is out of range.
+fn formatted(
+    ms: i64,
+    format: &[time::format_description::BorrowedFormatItem<'_>],
+) -> Option<String> {
+    datetime(ms)?.format(format).ok()
+}
+
 /// `2025-01-02 13:04:05 UTC` (what notifications print too).
 pub(crate) fn time_text(ms: i64) -> String {
-    datetime(ms).map_or_else(
-        || format!("{ms} ms"),
-        |t| {
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        },
+    formatted(
+        ms,
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC"),
     )
+    .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 /// `13:04:05` on the day of `now_ms` (UTC), else `Jan 2 13:04:05`.
 fn short_time_text(now_ms: i64, ms: i64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    match (datetime(now_ms), datetime(ms)) {
-        (Some(now), Some(t)) => {
-            let clock = format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second());
-            if now.date() == t.date() {
-                clock
-            } else {
-                let month = MONTHS[usize::from(u8::from(t.month())).saturating_sub(1) % 12];
-                format!("{month} {} {clock}", t.day())
-            }
-        }
-        _ => time_text(ms),
-    }
+    let same_day = datetime(now_ms)
+        .zip(datetime(ms))
+        .is_some_and(|(now, t)| now.date() == t.date());
+    let text = if same_day {
+        formatted(
+            ms,
+            time::macros::format_description!("[hour]:[minute]:[second]"),
+        )
+    } else {
+        formatted(
+            ms,
+            time::macros::format_description!(
+                "[month repr:short] [day padding:none] [hour]:[minute]:[second]"
+            ),
+        )
+    };
+    text.unwrap_or_else(|| time_text(ms))
 }
 
 /// `2025-01-02T13:04:05Z`, for `<time datetime>`.
 fn iso_text(ms: i64) -> String {
-    datetime(ms).map_or_else(String::new, |t| {
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        )
-    })
+    formatted(
+        ms,
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"),
+    )
+    .unwrap_or_default()
 }
 
 /// `42 s ago`, `5 min ago`, `3 h ago`, `2 d ago`.
