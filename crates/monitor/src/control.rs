@@ -7,7 +7,7 @@
 //! from the in-memory windows; a notifier that fails is retried by the dispatcher.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -132,42 +132,71 @@ impl MonitorConfig {
     }
 }
 
-/// What the console reads from a running monitor.
-#[derive(Clone, Default)]
+/// The control plane's own metrics, served on the console's `/metrics`.
+#[derive(Clone)]
 pub struct MonitorStatus {
-    inner: Arc<Mutex<StatusInner>>,
-}
-
-#[derive(Default)]
-struct StatusInner {
-    active: Vec<ActiveAlert>,
-    store_errors: u64,
-    scrapes: u64,
+    registry: prometheus::Registry,
+    scrapes: prometheus::IntCounter,
+    store_errors: prometheus::IntCounter,
+    alerts: prometheus::IntGaugeVec,
 }
 
 impl MonitorStatus {
-    /// Alerts pending or firing now.
-    #[must_use]
-    pub fn active(&self) -> Vec<ActiveAlert> {
-        self.lock().active.clone()
+    /// Registers `warden_control_scrapes_total`, `warden_store_errors_total` and
+    /// `warden_alerts_active{phase}`.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = prometheus::Registry::new();
+        let scrapes = prometheus::IntCounter::new(
+            "warden_control_scrapes_total",
+            "Scrape rounds completed.",
+        )?;
+        let store_errors =
+            prometheus::IntCounter::new("warden_store_errors_total", "Store writes that failed.")?;
+        let alerts = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "warden_alerts_active",
+                "Alerts pending or firing, by phase.",
+            ),
+            &["phase"],
+        )?;
+        registry.register(Box::new(scrapes.clone()))?;
+        registry.register(Box::new(store_errors.clone()))?;
+        registry.register(Box::new(alerts.clone()))?;
+        Ok(Self {
+            registry,
+            scrapes,
+            store_errors,
+            alerts,
+        })
     }
 
-    /// Store writes that failed since start.
-    #[must_use]
-    pub fn store_errors(&self) -> u64 {
-        self.lock().store_errors
+    /// Records one completed round.
+    fn round(&self, active: &[ActiveAlert], failed_writes: u64) {
+        self.scrapes.inc();
+        self.store_errors.inc_by(failed_writes);
+        let firing = active
+            .iter()
+            .filter(|a| a.last.phase == Phase::Firing)
+            .count();
+        for (phase, count) in [("firing", firing), ("pending", active.len() - firing)] {
+            self.alerts
+                .with_label_values(&[phase])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
-    /// Scrape rounds completed since start.
+    /// The metrics in the Prometheus text format.
     #[must_use]
-    pub fn scrapes(&self) -> u64 {
-        self.lock().scrapes
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, StatusInner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(error) = prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &self.registry.gather(),
+            &mut out,
+        ) {
+            tracing::error!(%error, "could not encode the control plane's metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -270,12 +299,7 @@ pub async fn run(
                 dispatcher.dispatch(notification);
             }
         }
-        {
-            let mut inner = status.lock();
-            inner.active = engine.active();
-            inner.store_errors += failed;
-            inner.scrapes += 1;
-        }
+        status.round(&engine.active(), failed);
         if last_compaction.elapsed() >= Duration::from_secs(600) {
             last_compaction = tokio::time::Instant::now();
             let now = warden_store::now_ms();
@@ -362,28 +386,8 @@ fn notification(t: &Transition, external_url: Option<&str>) -> Option<Notificati
 pub fn console(store: Store, status: MonitorStatus) -> axum::Router {
     use axum::routing::get;
     let metrics = move || {
-        let status = status.clone();
+        let body = status.render();
         async move {
-            let active = status.active();
-            let firing = active
-                .iter()
-                .filter(|a| a.last.phase == Phase::Firing)
-                .count();
-            let body = format!(
-                "# HELP warden_control_scrapes_total Scrape rounds completed.\n\
-                 # TYPE warden_control_scrapes_total counter\n\
-                 warden_control_scrapes_total {}\n\
-                 # HELP warden_store_errors_total Store writes that failed.\n\
-                 # TYPE warden_store_errors_total counter\n\
-                 warden_store_errors_total {}\n\
-                 # HELP warden_alerts_active Alerts pending or firing, by phase.\n\
-                 # TYPE warden_alerts_active gauge\n\
-                 warden_alerts_active{{phase=\"firing\"}} {firing}\n\
-                 warden_alerts_active{{phase=\"pending\"}} {}\n",
-                status.scrapes(),
-                status.store_errors(),
-                active.len() - firing,
-            );
             (
                 [(
                     axum::http::header::CONTENT_TYPE,

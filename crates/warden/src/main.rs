@@ -275,7 +275,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--console): {e}", args.console))?;
 
     let (targets, targets_rx) = tokio::sync::watch::channel(Vec::new());
-    let status = warden_monitor::control::MonitorStatus::default();
+    let status = warden_monitor::control::MonitorStatus::new()?;
     let spec = warden_deploy::supervisor::InstanceSpec {
         bin: std::env::current_exe()?,
         release,

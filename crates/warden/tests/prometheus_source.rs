@@ -9,6 +9,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
+use support::{free_port, wait_ready};
 use warden_monitor::detector::{self, LeakRule};
 use warden_monitor::prometheus::PrometheusSource;
 use warden_monitor::scrape::{Scraper, Target};
@@ -20,14 +23,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn prometheus_available() -> bool {
@@ -59,19 +54,6 @@ fn api(port: u16, data: &std::path::Path, leak: Option<u32>) -> Killed {
         command.arg(format!("--chaos-leak-bytes-per-request={bytes}"));
     }
     Killed(command.spawn().unwrap())
-}
-
-async fn wait_ready(client: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !client
-        .get(url)
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "{url} never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

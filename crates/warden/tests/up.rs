@@ -8,6 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+mod support;
+
+use support::{free_port, wait_ready};
 use warden_monitor::notify::{SIGNATURE_HEADER, verify_signature};
 
 const SECRET: &str = "test-webhook-secret";
@@ -71,14 +74,6 @@ impl Up {
         }
         (Self(command.spawn().unwrap()), api, console)
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A webhook receiver keeping every (signature header, body) it gets.
@@ -162,19 +157,7 @@ async fn a_leaking_release_is_alerted_named_recorded_and_resolved() {
 
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{api}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the API under `warden up` never got ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(&client, &format!("{base}/readyz")).await;
 
     // Real traffic: one user reading and writing items until told to stop.
     let user =
@@ -330,7 +313,7 @@ async fn a_killed_instance_is_restarted_recorded_and_alerted_as_down() {
         "[monitor]\nscrape_interval = \"1s\"\n\n[alerts.target_down]\nfor = \"2s\"\n\n\
          [[notifiers]]\ntype = \"webhook\"\nname = \"on-call\"\nurl = \"{hook}\"\n"
     );
-    let (up, api, _console) = Up::start(
+    let (up, api, console) = Up::start(
         dir.path(),
         &config,
         false,
@@ -338,22 +321,7 @@ async fn a_killed_instance_is_restarted_recorded_and_alerted_as_down() {
     );
     let client = reqwest::Client::new();
     let ready = format!("http://127.0.0.1:{api}/readyz");
-    let wait_ready = || async {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !client
-            .get(&ready)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the API under `warden up` is not ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    wait_ready().await;
+    wait_ready(&client, &ready).await;
     let first = child_of(up.0.id()).expect("warden up runs the API as its child");
     // Wait until the control plane scrapes the instance (it publishes it as a target
     // once it has seen it ready itself).
@@ -378,11 +346,28 @@ async fn a_killed_instance_is_restarted_recorded_and_alerted_as_down() {
         .unwrap();
     let (_, _, down) = wait_for_hook(&got, "TargetDown", "firing", Duration::from_secs(30)).await;
     assert_eq!(down["alerts"][0]["labels"]["release"], "v1");
+    // The control plane's own /metrics counts it.
+    let metrics = client
+        .get(format!("http://127.0.0.1:{console}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("warden_control_scrapes_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("warden_alerts_active{phase=\"firing\"} 1"),
+        "{metrics}"
+    );
     Command::new("kill")
         .args(["-KILL", &first.to_string()])
         .status()
         .unwrap();
-    wait_ready().await;
+    wait_ready(&client, &ready).await;
     let second = child_of(up.0.id()).expect("a new instance");
     assert_ne!(first, second, "the instance was restarted");
     wait_for_hook(&got, "TargetDown", "resolved", Duration::from_secs(30)).await;
