@@ -4,15 +4,21 @@
 //! majors, say). Versions present in both files are unchanged; the rest are paired
 //! newest-to-newest, so `serde_json 1.0.120 → 1.0.121` reads as one upgrade rather
 //! than a removal and an addition; what cannot be paired is added or removed.
+//!
+//! [`diff`] compares two parsed lockfiles; [`diff_versions`] compares two dependency
+//! sets given as (name, version) pairs, the form the release registry keeps, so the
+//! postmortem can name what changed between the last good and the bad release.
+//! [`load_spec`] reads a lockfile from a path or from a git revision.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
 
 use anyhow::Context;
 use cargo_lock::{Lockfile, Version};
 
 /// How a package changed between two lockfiles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeKind {
     Added,
@@ -23,7 +29,7 @@ pub enum ChangeKind {
 
 /// Which part of the version changed, in semver terms. For 0.x versions the minor
 /// number is the breaking one, as Cargo treats it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Bump {
     Major,
@@ -34,7 +40,7 @@ pub enum Bump {
 }
 
 /// One package whose version changed (or that appeared or disappeared).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PackageChange {
     pub name: String,
     pub old: Option<String>,
@@ -70,6 +76,42 @@ pub fn load(path: &Path) -> anyhow::Result<Lockfile> {
     Lockfile::load(path).with_context(|| format!("cannot read {} as a Cargo.lock", path.display()))
 }
 
+/// Reads a lockfile named on the command line: a file when `spec` is an existing
+/// path, otherwise a git revision of the repository at the current directory —
+/// `REV` (its `Cargo.lock`) or `REV:PATH` — read with `git show`.
+pub fn load_spec(spec: &str) -> anyhow::Result<Lockfile> {
+    let path = Path::new(spec);
+    if path.exists() {
+        return load(path);
+    }
+    let object = if spec.contains(':') {
+        spec.to_owned()
+    } else {
+        format!("{spec}:Cargo.lock")
+    };
+    let text = git_show(Path::new("."), &object).with_context(|| {
+        format!("{spec:?} is neither a file nor a git revision with a Cargo.lock")
+    })?;
+    text.parse()
+        .with_context(|| format!("cannot read {object} (from git) as a Cargo.lock"))
+}
+
+/// `git show OBJECT` in `repo`, as text.
+pub fn git_show(repo: &Path, object: &str) -> anyhow::Result<String> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["show", object])
+        .output()
+        .context("cannot run git (is it installed?)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "git show {object}: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    String::from_utf8(output.stdout).with_context(|| format!("git show {object}: not UTF-8"))
+}
+
 fn versions(lock: &Lockfile) -> BTreeMap<String, Vec<Version>> {
     let mut map: BTreeMap<String, Vec<Version>> = BTreeMap::new();
     for package in &lock.packages {
@@ -82,6 +124,22 @@ fn versions(lock: &Lockfile) -> BTreeMap<String, Vec<Version>> {
         list.dedup();
     }
     map
+}
+
+fn versions_of_pairs<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> anyhow::Result<BTreeMap<String, Vec<Version>>> {
+    let mut map: BTreeMap<String, Vec<Version>> = BTreeMap::new();
+    for (name, version) in pairs {
+        let version = Version::parse(version)
+            .with_context(|| format!("package {name}: {version:?} is not a semver version"))?;
+        map.entry(name.to_owned()).or_default().push(version);
+    }
+    for list in map.values_mut() {
+        list.sort();
+        list.dedup();
+    }
+    Ok(map)
 }
 
 fn bump(old: &Version, new: &Version) -> Bump {
@@ -107,7 +165,38 @@ fn bump(old: &Version, new: &Version) -> Bump {
 
 /// The packages that differ between `old` and `new`, sorted by name.
 pub fn diff(old: &Lockfile, new: &Lockfile) -> Vec<PackageChange> {
-    let (old, new) = (versions(old), versions(new));
+    diff_maps(&versions(old), &versions(new))
+}
+
+/// The packages that differ between two dependency sets given as (name, version)
+/// pairs — the form the release registry records — sorted by name. Errs on a
+/// version that is not semver.
+pub fn diff_versions<'a>(
+    old: impl IntoIterator<Item = (&'a str, &'a str)>,
+    new: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> anyhow::Result<Vec<PackageChange>> {
+    Ok(diff_maps(
+        &versions_of_pairs(old)?,
+        &versions_of_pairs(new)?,
+    ))
+}
+
+/// Counts of each kind of change, for a one-line summary.
+pub fn summary(changes: &[PackageChange]) -> String {
+    let count = |kind| changes.iter().filter(|c| c.kind == kind).count();
+    format!(
+        "{} added, {} removed, {} upgraded, {} downgraded",
+        count(ChangeKind::Added),
+        count(ChangeKind::Removed),
+        count(ChangeKind::Upgraded),
+        count(ChangeKind::Downgraded)
+    )
+}
+
+fn diff_maps(
+    old: &BTreeMap<String, Vec<Version>>,
+    new: &BTreeMap<String, Vec<Version>>,
+) -> Vec<PackageChange> {
     let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
     names.sort();
     names.dedup();
@@ -215,6 +304,40 @@ mod tests {
         let got: Vec<String> = diff(&old, &new).iter().map(ToString::to_string).collect();
         assert_eq!(got, ["syn 2.0.70 → 2.0.72 (patch)"]);
         assert!(diff(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn release_dependency_sets_diff_like_lockfiles() {
+        let old = [("serde_json", "1.0.120"), ("itoa", "1.0.11")];
+        let new = [
+            ("serde_json", "1.0.121"),
+            ("itoa", "1.0.11"),
+            ("memchr", "2.7.4"),
+        ];
+        let changes = diff_versions(old, new).unwrap();
+        let got: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "memchr 2.7.4 (added)",
+                "serde_json 1.0.120 → 1.0.121 (patch)"
+            ]
+        );
+        assert_eq!(
+            summary(&changes),
+            "1 added, 0 removed, 1 upgraded, 0 downgraded"
+        );
+        let err = diff_versions([("x", "one")], []).unwrap_err();
+        assert!(format!("{err:#}").contains("\"one\" is not a semver version"));
+    }
+
+    #[test]
+    fn a_spec_that_is_neither_file_nor_revision_is_a_clear_error() {
+        let err = load_spec("no-such-revision-or-file").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("neither a file nor a git revision"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod deps;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -71,6 +73,10 @@ enum Command {
     /// SHA-256); `warden release add` reads it from the binary it records.
     #[command(hide = true)]
     BuildInfo,
+    /// Third-party libraries: inventory, audit (advisories, licenses, duplicates,
+    /// sources), lockfile diffs, and the ledger of every update and its impact.
+    #[command(subcommand)]
+    Deps(deps::DepsCommand),
     /// Benchmarks, side by side with their peers in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -198,6 +204,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Gate(args) => until_interrupted(gate(args)).await,
+            Command::Deps(command) => deps::run(command),
             Command::Bench(BenchCommand::Api(args)) => {
                 let exe = std::env::current_exe()?;
                 warden_memtest::bench::run_api_bench(args, &exe)

@@ -1,0 +1,306 @@
+//! `warden deps ...`: argument parsing and printing for the third-party library
+//! commands; the work is in `warden_audit`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use warden_audit::{advisories, check, inventory, ledger, lockdiff};
+
+#[derive(Subcommand)]
+pub enum DepsCommand {
+    /// Every package of a Cargo.lock, direct or transitive: version, source,
+    /// checksum, license, and which workspace members pull it in.
+    ///
+    /// Licenses come from `cargo metadata --offline` when the lockfile is a
+    /// workspace's Cargo.lock beside its Cargo.toml, otherwise from the local
+    /// registry cache.
+    Inventory {
+        /// The lockfile to list.
+        #[arg(
+            long,
+            env = "WARDEN_LOCKFILE",
+            value_name = "PATH",
+            default_value = "Cargo.lock"
+        )]
+        lockfile: PathBuf,
+        /// Print one JSON document.
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        /// Print a Markdown table (for a review or release note).
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Audit a lockfile: RustSec advisories (vulnerabilities, unsound, unmaintained,
+    /// notices), licenses, duplicate versions and sources, against the policy.
+    ///
+    /// Vulnerabilities always fail; the policy (ops/deps-policy.toml) says which
+    /// informational advisories fail, which licenses are allowed, and which
+    /// advisories are ignored, each with a reason and an expiry date (an expired
+    /// ignore fails). Each finding names the crate, version, advisory and the fixed
+    /// version.
+    #[command(
+        after_long_help = "Exit status: 0 no violation; 1 a violation; 2 usage or \
+        environment error (no advisory database, unreadable lockfile or policy).\n\n\
+        The advisory database: --advisory-db DIR, or cargo-audit's \
+        $CARGO_HOME/advisory-db. A git checkout is fast-forwarded first (and the default \
+        one cloned when missing) unless --no-fetch; when that fails the local copy is used \
+        and its age is printed."
+    )]
+    Audit {
+        /// The lockfile to audit.
+        #[arg(
+            long,
+            env = "WARDEN_LOCKFILE",
+            value_name = "PATH",
+            default_value = "Cargo.lock"
+        )]
+        lockfile: PathBuf,
+        /// A local copy of the RustSec advisory database [default: $CARGO_HOME/advisory-db].
+        #[arg(long, env = "WARDEN_ADVISORY_DB", value_name = "DIR")]
+        advisory_db: Option<PathBuf>,
+        /// Do not try to fetch the live advisory database.
+        #[arg(long, env = "WARDEN_NO_FETCH")]
+        no_fetch: bool,
+        /// The policy file [default: ops/deps-policy.toml; built-in defaults when it
+        /// does not exist].
+        #[arg(long, env = "WARDEN_POLICY", value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed between two lockfiles: packages added, removed, upgraded and
+    /// downgraded, with the kind of change (major, minor, patch).
+    ///
+    /// Each side is a file, or a git revision of the repository here (`REV` for its
+    /// Cargo.lock, or `REV:PATH`), e.g. `warden deps diff HEAD~5 Cargo.lock`.
+    Diff {
+        /// The old lockfile: a path or a git revision.
+        #[arg(value_name = "OLD")]
+        old: String,
+        /// The new lockfile: a path or a git revision.
+        #[arg(value_name = "NEW")]
+        new: String,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The update ledger (ops/dependency-ledger.toml): every change of Cargo.lock,
+    /// why, and its measured impact on memory and latency.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Subcommand)]
+pub enum LedgerCommand {
+    /// Append an entry for the current Cargo.lock: date, SHA-256, each package changed
+    /// since the last entry, the reason, and the impact measured by `warden gate`.
+    Record {
+        /// Why the dependencies changed.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// The `warden gate` JSON report (gate.json) that measured this update.
+        #[arg(long, value_name = "REPORT.json")]
+        gate: Option<PathBuf>,
+        /// The last entry's lockfile (path or git revision), when git history does
+        /// not have it.
+        #[arg(long, value_name = "FILE|REV")]
+        previous: Option<String>,
+        #[command(flatten)]
+        files: LedgerFiles,
+    },
+    /// Fail (exit 1) when Cargo.lock is not the ledger's last entry.
+    Check {
+        #[command(flatten)]
+        files: LedgerFiles,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The history, newest first, with the impact of each update.
+    Show {
+        /// The ledger.
+        #[arg(
+            long,
+            env = "WARDEN_LEDGER",
+            value_name = "FILE",
+            default_value = "ops/dependency-ledger.toml"
+        )]
+        ledger: PathBuf,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct LedgerFiles {
+    /// The lockfile.
+    #[arg(
+        long,
+        env = "WARDEN_LOCKFILE",
+        value_name = "PATH",
+        default_value = "Cargo.lock"
+    )]
+    lockfile: PathBuf,
+    /// The ledger.
+    #[arg(
+        long,
+        env = "WARDEN_LEDGER",
+        value_name = "FILE",
+        default_value = "ops/dependency-ledger.toml"
+    )]
+    ledger: PathBuf,
+}
+
+const DEFAULT_POLICY: &str = "ops/deps-policy.toml";
+
+/// Runs one `warden deps` command: exit 0 ok, 1 a violation; `Err` is exit 2.
+pub fn run(command: DepsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DepsCommand::Inventory {
+            lockfile,
+            json,
+            markdown,
+        } => {
+            let inventory = inventory::inventory(&lockfile)?;
+            if json {
+                out(&(serde_json::to_string_pretty(&inventory)? + "\n"))?;
+            } else if markdown {
+                out(&inventory::markdown(&inventory))?;
+            } else {
+                out(&inventory::table(&inventory))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DepsCommand::Audit {
+            lockfile,
+            advisory_db,
+            no_fetch,
+            policy,
+            json,
+        } => {
+            let explicit = policy.is_some();
+            let policy_path = policy.unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY));
+            let options = check::AuditOptions {
+                lockfile,
+                database: advisories::DbOptions {
+                    dir: advisory_db,
+                    fetch: !no_fetch,
+                },
+                policy: check::load_policy(&policy_path, explicit)?,
+                today: warden_audit::today(),
+            };
+            let report = check::audit(&options)?;
+            if json {
+                out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+            } else {
+                out(&check::render(&report))?;
+            }
+            Ok(verdict(report.passed()))
+        }
+        DepsCommand::Diff { old, new, json } => {
+            let changes = lockdiff::diff(&lockdiff::load_spec(&old)?, &lockdiff::load_spec(&new)?);
+            if json {
+                out(&(serde_json::to_string_pretty(&changes)? + "\n"))?;
+            } else if changes.is_empty() {
+                out(&format!("no package changed between {old} and {new}\n"))?;
+            } else {
+                let mut text = String::new();
+                for change in &changes {
+                    text.push_str(&format!("{change}\n"));
+                }
+                text.push_str(&format!("\n{}\n", lockdiff::summary(&changes)));
+                out(&text)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DepsCommand::Ledger(LedgerCommand::Record {
+            reason,
+            gate,
+            previous,
+            files,
+        }) => {
+            let options = ledger::RecordOptions {
+                lockfile: files.lockfile,
+                ledger: files.ledger,
+                reason,
+                gate,
+                previous,
+                today: warden_audit::today(),
+            };
+            match ledger::record(&options)? {
+                ledger::Recorded::AlreadyRecorded(entry) => out(&format!(
+                    "{} is already the ledger's last entry ({}): nothing recorded\n",
+                    options.lockfile.display(),
+                    entry.date
+                ))?,
+                ledger::Recorded::Appended(entry) => {
+                    let mut text = format!(
+                        "recorded in {}: {} packages, {}{}\n",
+                        options.ledger.display(),
+                        entry.packages,
+                        if entry.changes.is_empty() {
+                            "first entry".to_owned()
+                        } else {
+                            lockdiff::summary(&entry.changes)
+                        },
+                        if entry.impact.is_some() {
+                            ", with the gate's measured impact"
+                        } else {
+                            "; impact not measured (--gate REPORT.json adds it)"
+                        }
+                    );
+                    for change in &entry.changes {
+                        text.push_str(&format!("  {change}\n"));
+                    }
+                    out(&text)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DepsCommand::Ledger(LedgerCommand::Check { files, json }) => {
+            let outcome = ledger::check(&files.lockfile, &files.ledger)?;
+            if json {
+                out(&(serde_json::to_string_pretty(&outcome)? + "\n"))?;
+            } else if outcome.passed {
+                out(&format!("{}\n", outcome.message))?;
+            } else {
+                eprintln!("error: {}", outcome.message);
+            }
+            Ok(verdict(outcome.passed))
+        }
+        DepsCommand::Ledger(LedgerCommand::Show { ledger: path, json }) => {
+            let ledger = ledger::Ledger::load(&path)?;
+            if json {
+                let newest_first: Vec<&ledger::Entry> = ledger.entries.iter().rev().collect();
+                out(&(serde_json::to_string_pretty(&newest_first)? + "\n"))?;
+            } else {
+                out(&ledger::render_history(&ledger))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn verdict(passed: bool) -> ExitCode {
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
