@@ -159,6 +159,32 @@ async fn open_pool(url: &str, backend: Backend, max_connections: u32) -> anyhow:
         .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))
 }
 
+/// The file behind a SQLite URL; `None` for an in-memory database.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    SqliteConnectOptions::from_str(url)
+        .ok()
+        .map(|o| o.get_filename().to_owned())
+        // An in-memory database is private to the connection that made it.
+        .filter(|path| !path.as_os_str().is_empty() && path != &PathBuf::from(":memory:"))
+}
+
+/// Holds an exclusive lock on `DB.migrate-lock` beside the database until dropped,
+/// so one process at a time migrates it.
+fn migration_lock(db: PathBuf) -> anyhow::Result<std::fs::File> {
+    let mut name = db.into_os_string();
+    name.push(".migrate-lock");
+    let path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open the migration lock {}: {e}", path.display()))?;
+    file.lock()
+        .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", path.display()))?;
+    Ok(file)
+}
+
 impl Db {
     /// Connects, applies pragmas (SQLite: WAL, foreign keys, busy timeout) and runs
     /// the embedded migrations.
@@ -179,6 +205,17 @@ impl Db {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
+        // Several instances may start at once on one SQLite file (replicas, or a new
+        // release beside the old one); sqlx takes no lock there, so they would race to
+        // create the same tables. PostgreSQL migrations hold an advisory lock already.
+        let _lock = match (backend, sqlite_path(url)) {
+            (Backend::Sqlite, Some(path)) => Some(
+                tokio::task::spawn_blocking(move || migration_lock(path))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the migration lock task failed: {e}"))??,
+            ),
+            _ => None,
+        };
         migrator
             .run(&pool)
             .await
@@ -188,18 +225,13 @@ impl Db {
             Backend::Postgres => pool.clone(),
         };
         let reader = match backend {
-            Backend::Sqlite => SqliteConnectOptions::from_str(url)
-                .ok()
-                .map(|o| o.get_filename().to_owned())
-                // An in-memory database is private to the connection that made it.
-                .filter(|path| !path.as_os_str().is_empty() && path != &PathBuf::from(":memory:"))
-                .map(|path| {
-                    Arc::new(InlineReader {
-                        path,
-                        idle: Mutex::new(Vec::new()),
-                        max_idle: max_connections as usize,
-                    })
-                }),
+            Backend::Sqlite => sqlite_path(url).map(|path| {
+                Arc::new(InlineReader {
+                    path,
+                    idle: Mutex::new(Vec::new()),
+                    max_idle: max_connections as usize,
+                })
+            }),
             Backend::Postgres => None,
         };
         Ok(Self {
