@@ -195,6 +195,18 @@ impl Db {
         } else {
             Backend::Postgres
         };
+        // Several instances may start at once on one SQLite file (replicas, or a new
+        // release beside the old one); sqlx takes no lock there, so they would race to
+        // switch it to WAL (which fails with "database is locked" rather than wait)
+        // and to create the same tables. PostgreSQL migrations hold an advisory lock.
+        let _lock = match (backend, sqlite_path(url)) {
+            (Backend::Sqlite, Some(path)) => Some(
+                tokio::task::spawn_blocking(move || migration_lock(path))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the migration lock task failed: {e}"))??,
+            ),
+            _ => None,
+        };
         let pool = open_pool(url, backend, max_connections).await?;
         if backend == Backend::Sqlite {
             // WAL lets readers proceed while a write is in progress; the mode is
@@ -204,17 +216,6 @@ impl Db {
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        // Several instances may start at once on one SQLite file (replicas, or a new
-        // release beside the old one); sqlx takes no lock there, so they would race to
-        // create the same tables. PostgreSQL migrations hold an advisory lock already.
-        let _lock = match (backend, sqlite_path(url)) {
-            (Backend::Sqlite, Some(path)) => Some(
-                tokio::task::spawn_blocking(move || migration_lock(path))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("the migration lock task failed: {e}"))??,
-            ),
-            _ => None,
         };
         migrator
             .run(&pool)

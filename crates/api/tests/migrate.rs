@@ -6,9 +6,12 @@ use warden_api::db::Db;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instances_starting_together_on_a_fresh_sqlite_file_all_start() {
-    for round in 0..5 {
+    for round in 0..10 {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("warden.db").display());
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("warden.db").display()
+        );
         let starts: Vec<_> = (0..4)
             .map(|_| {
                 let url = url.clone();
