@@ -23,8 +23,9 @@ pub struct NewRelease {
     pub bin: PathBuf,
     /// Its name; default `VERSION-COMMIT7`.
     pub name: Option<String>,
-    /// The Cargo.lock to record with it.
-    pub lockfile: PathBuf,
+    /// The Cargo.lock to record with it. Without one the release records the
+    /// lockfile hash its binary was built with and no package list.
+    pub lockfile: Option<PathBuf>,
     /// Extra arguments for its instances.
     pub args: Vec<String>,
 }
@@ -49,16 +50,21 @@ pub fn add(
         .with_context(|| format!("cannot read the binary {}", new.bin.display()))?;
     let binary_sha256 = hex::encode(Sha256::digest(&binary));
     let build = build_info(&new.bin)?;
-    let lock_bytes = std::fs::read(&new.lockfile)
-        .with_context(|| format!("cannot read the lockfile {}", new.lockfile.display()))?;
-    let lockfile_sha256 = hex::encode(Sha256::digest(&lock_bytes));
-    let lock = warden_audit::lockdiff::load(&new.lockfile)?;
-    let mut dependencies: Vec<(String, String)> = lock
-        .packages
-        .iter()
-        .map(|p| (p.name.as_str().to_owned(), p.version.to_string()))
-        .collect();
-    dependencies.sort();
+    let (lockfile_sha256, dependencies) = match &new.lockfile {
+        Some(path) => {
+            let lock_bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read the lockfile {}", path.display()))?;
+            let lock = warden_audit::lockdiff::load(path)?;
+            let mut dependencies: Vec<(String, String)> = lock
+                .packages
+                .iter()
+                .map(|p| (p.name.as_str().to_owned(), p.version.to_string()))
+                .collect();
+            dependencies.sort();
+            (hex::encode(Sha256::digest(&lock_bytes)), dependencies)
+        }
+        None => (build.lockfile_sha256.clone(), Vec::new()),
+    };
     let name = new.name.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -102,12 +108,62 @@ pub fn add(
         format!(
             "{} is not the Cargo.lock this binary was built with (built with sha256 {}, recorded {}); \
              the release's dependency list is the recorded one",
-            new.lockfile.display(),
+            new.lockfile.as_deref().unwrap_or(Path::new("")).display(),
             short(&release.build_lockfile_sha256),
             short(&release.lockfile_sha256)
         )
     });
     Ok((release, warning))
+}
+
+/// The release `warden up` starts: the one named (recording this binary under that
+/// name when it is new), else the one that was active, else this binary under its
+/// default name (recorded on first use).
+pub fn for_up(
+    store: &Store,
+    data_dir: &Path,
+    requested: Option<&str>,
+    exe: &Path,
+    args: &[String],
+) -> anyhow::Result<Release> {
+    let releases = store.releases()?;
+    let find = |name: &str| releases.iter().find(|r| r.name == name).cloned();
+    let name = match requested {
+        Some(name) => name.to_owned(),
+        None => {
+            let history = crate::history::History::load(store)?;
+            if let Some(active) = history.active().and_then(find) {
+                return Ok(active);
+            }
+            let build = build_info(exe)?;
+            format!(
+                "{}-{}",
+                build.version,
+                build.git_commit.chars().take(7).collect::<String>()
+            )
+        }
+    };
+    if let Some(existing) = find(&name) {
+        anyhow::ensure!(
+            args.is_empty() || existing.args == args,
+            "release {name} is recorded with the API arguments {:?}; a release never changes, \
+             so record this one under a new name (--release)",
+            existing.args
+        );
+        return Ok(existing);
+    }
+    let lockfile = Path::new("Cargo.lock");
+    let new = NewRelease {
+        bin: exe.to_owned(),
+        name: Some(name),
+        lockfile: lockfile.exists().then(|| lockfile.to_owned()),
+        args: args.to_vec(),
+    };
+    let (release, warning) = add(store, data_dir, &new)?;
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
+    Ok(release)
 }
 
 fn short(sha: &str) -> &str {
@@ -153,15 +209,11 @@ fn store_binary(data_dir: &Path, sha256: &str, bytes: &[u8]) -> anyhow::Result<P
     Ok(path)
 }
 
-/// The `warden release list` table.
+/// The `warden release list` table; `states` is parallel to `releases`.
 #[must_use]
-pub fn table(releases: &[Release]) -> String {
-    let mut out = format!(
-        "{:<20} {:<10} {:<9} {:>5} {:<14} {:<20} {}\n",
-        "RELEASE", "VERSION", "COMMIT", "DEPS", "LOCKFILE", "ADDED (UTC)", "ARGS"
-    );
-    for r in releases {
-        let added = time::OffsetDateTime::from_unix_timestamp(r.added_ms / 1000)
+pub fn table(releases: &[Release], states: &[crate::history::ReleaseState]) -> String {
+    let when = |ms: i64| {
+        time::OffsetDateTime::from_unix_timestamp(ms / 1000)
             .ok()
             .and_then(|t| {
                 t.format(&time::macros::format_description!(
@@ -169,17 +221,32 @@ pub fn table(releases: &[Release]) -> String {
                 ))
                 .ok()
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+    };
+    let mut out = format!(
+        "{:<20} {:<16} {:<20} {:<10} {:<9} {:>5} {:<14} {}\n",
+        "RELEASE", "STATE", "DEPLOYED (UTC)", "VERSION", "COMMIT", "DEPS", "LOCKFILE", "ARGS"
+    );
+    let mut reasons = Vec::new();
+    for (r, s) in releases.iter().zip(states) {
         out.push_str(&format!(
-            "{:<20} {:<10} {:<9} {:>5} {:<14} {:<20} {}\n",
+            "{:<20} {:<16} {:<20} {:<10} {:<9} {:>5} {:<14} {}\n",
             r.name,
+            s.state,
+            s.deployed_ms.map(when).unwrap_or_else(|| "-".to_owned()),
             r.version,
             r.git_commit.chars().take(7).collect::<String>(),
             r.dependencies.len(),
             short(&r.lockfile_sha256),
-            added,
             r.args.join(" ")
         ));
+        if let Some(reason) = &s.bad_reason {
+            reasons.push(format!("{} is bad: {reason}\n", r.name));
+        }
+    }
+    if !reasons.is_empty() {
+        out.push('\n');
+        out.extend(reasons);
     }
     out
 }

@@ -139,6 +139,7 @@ pub struct MonitorStatus {
     scrapes: prometheus::IntCounter,
     store_errors: prometheus::IntCounter,
     alerts: prometheus::IntGaugeVec,
+    transitions: tokio::sync::broadcast::Sender<Transition>,
 }
 
 impl MonitorStatus {
@@ -167,7 +168,22 @@ impl MonitorStatus {
             scrapes,
             store_errors,
             alerts,
+            transitions: tokio::sync::broadcast::channel(256).0,
         })
+    }
+
+    /// The registry the console's `/metrics` serves; other parts of the control plane
+    /// (the front proxy) register their metrics here.
+    #[must_use]
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.registry
+    }
+
+    /// Every alert transition from now on, as the rules produce them (automatic
+    /// rollback listens here).
+    #[must_use]
+    pub fn transitions(&self) -> tokio::sync::broadcast::Receiver<Transition> {
+        self.transitions.subscribe()
     }
 
     /// Records one completed round.
@@ -293,6 +309,8 @@ pub async fn run(
                 failed += 1;
                 tracing::warn!(%error, "could not record an alert transition");
             }
+            // Nobody listening is fine.
+            let _ = status.transitions.send(transition.clone());
             if let Some(notification) =
                 notification(transition, config.monitor.external_url.as_deref())
             {

@@ -35,15 +35,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run Warden on this machine: the API on 127.0.0.1:8080, the console (dashboard,
-    /// alerts) on 127.0.0.1:8081, data in ./warden-data.
+    /// Run Warden on this machine: the front proxy on 127.0.0.1:8080, the console
+    /// (dashboard, alerts, deploy API) on 127.0.0.1:8081, data in ./warden-data.
     ///
     /// Needs no configuration, server or network: the API's database and the control
-    /// plane's store are SQLite files in the data directory. The API runs as a child
-    /// process, restarted if it dies; the control plane scrapes its /metrics and its
-    /// RSS every 5 s, keeps 7 days of series, evaluates the alert rules (memory leak,
-    /// memory high, p99 latency, 5xx ratio, target down) and notifies the [[notifiers]]
-    /// of --config.
+    /// plane's store are SQLite files in the data directory. The active release's API
+    /// instances (--replicas) run as child processes behind the proxy, restarted if
+    /// they die; on first start this binary is recorded as the first release. The
+    /// control plane scrapes their /metrics and RSS every 5 s, keeps 7 days of series,
+    /// evaluates the alert rules (memory leak, memory high, p99 latency, 5xx ratio,
+    /// target down), notifies the [[notifiers]] of --config, and rolls a new release
+    /// back by itself when one of --rollback-on fires during its bake window.
     Up(UpArgs),
     /// Run one API instance (what `up` supervises), configured by flags, WARDEN_*
     /// environment variables or a TOML file (--config).
@@ -73,6 +75,30 @@ enum Command {
     /// SHA-256); `warden release add` reads it from the binary it records.
     #[command(hide = true)]
     BuildInfo,
+    /// Move traffic to a recorded release, with no failed requests.
+    ///
+    /// Asks the running `warden up` (--console) to start the release's instances,
+    /// wait until every one answers /readyz, switch the proxy to them in one step and
+    /// drain the old ones. The previous release stays warm (running, no traffic)
+    /// through the bake window, so `warden rollback` is a switch, not a restart. A
+    /// release that does not get ready is never switched to; the error says why.
+    ///
+    /// When the release's Cargo.lock differs from the active one's, a passing
+    /// `warden gate` report of the pair is required (--gate), unless --force, which
+    /// is recorded in the event log. Exit 1 when the deploy was refused or failed.
+    Deploy(DeployArgs),
+    /// Move traffic back to the last known good release, now.
+    ///
+    /// When that release is still warm (within the bake window of the deploy that
+    /// replaced it) new requests reach it within milliseconds; otherwise it is
+    /// started first. The release rolled back from is marked bad. Works while the
+    /// control plane's store or notifiers are failing: it needs only the running
+    /// `warden up` and its admin token. The steps by hand and on Kubernetes are in
+    /// docs/RUNBOOK.md.
+    Rollback(RollbackArgs),
+    /// Practice runs on a scratch data dir and loopback ports.
+    #[command(subcommand)]
+    Drill(DrillCommand),
     /// Third-party libraries: inventory, audit (advisories, licenses, duplicates,
     /// sources), lockfile diffs, and the ledger of every update and its impact.
     #[command(subcommand)]
@@ -82,10 +108,96 @@ enum Command {
     Bench(BenchCommand),
 }
 
+#[derive(Subcommand)]
+enum DrillCommand {
+    /// Practise a rollback: deploys a release that leaks, and times you (or, with
+    /// --auto, itself) rolling back, while simulated users send requests. Exit 1
+    /// when traffic did not get back to the good release or a request failed.
+    Rollback(warden_deploy::drill::DrillRollbackArgs),
+}
+
+/// How to reach the running `warden up`.
+#[derive(clap::Args)]
+struct ConsoleArgs {
+    /// The console of the running `warden up`.
+    #[arg(
+        long,
+        env = "WARDEN_CONSOLE",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
+    console: std::net::SocketAddr,
+    /// Its data directory, where it keeps the admin token when WARDEN_ADMIN_TOKEN is
+    /// not set.
+    #[arg(
+        long,
+        env = "WARDEN_DATA_DIR",
+        value_name = "DIR",
+        default_value = "./warden-data"
+    )]
+    data_dir: PathBuf,
+    /// The admin token (default: the one in the data directory).
+    #[arg(
+        long = "admin-token",
+        env = "WARDEN_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    admin_token: Option<String>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `warden deploy`'s flags.
+#[derive(clap::Args)]
+struct DeployArgs {
+    /// The release to deploy (`warden release list`).
+    release: String,
+    /// Send this share of requests to the new release first, e.g. 10%.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    canary: Option<f64>,
+    /// How long the canary runs before the full switch.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    canary_for: std::time::Duration,
+    /// A `warden gate` report (report.json) of the active release against this one.
+    #[arg(long, value_name = "FILE")]
+    gate: Option<PathBuf>,
+    /// Deploy without a passing gate report, or a release marked bad. Recorded.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    console: ConsoleArgs,
+}
+
+/// `warden rollback`'s flags.
+#[derive(clap::Args)]
+struct RollbackArgs {
+    /// The release to go back to [default: the warm one, else the last known good].
+    #[arg(long, value_name = "RELEASE")]
+    to: Option<String>,
+    /// Why, for the event log and the bad mark on the release rolled back from.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    #[command(flatten)]
+    console: ConsoleArgs,
+}
+
+/// "10%" or "10" → 10.0.
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(p) if p > 0.0 && p < 100.0 => Ok(p),
+        _ => Err(format!(
+            "{text:?}: give a share between 0% and 100%, e.g. 10%"
+        )),
+    }
+}
+
 /// `warden up`'s flags.
 #[derive(clap::Args)]
 struct UpArgs {
-    /// Where users reach the API.
+    /// Where users reach the API: the front proxy.
     #[arg(
         long,
         env = "WARDEN_LISTEN",
@@ -116,13 +228,47 @@ struct UpArgs {
     /// Override [monitor] scrape_interval (e.g. 1s, 5s).
     #[arg(long, env = "WARDEN_SCRAPE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     scrape_interval: Option<std::time::Duration>,
-    /// The release name shown on charts and in alerts [default: VERSION-COMMIT].
+    /// The release to run: a recorded one, or else this binary recorded under that
+    /// name [default: the active release, else this binary as VERSION-COMMIT].
     #[arg(long, env = "WARDEN_RELEASE", value_name = "NAME")]
     release: Option<String>,
-    /// Extra argument for the API instance (repeatable), e.g.
-    /// --api-arg=--chaos-leak-bytes-per-request=4096.
+    /// Extra argument for the API instances of a release recorded by this command
+    /// (repeatable), e.g. --api-arg=--chaos-leak-bytes-per-request=4096.
     #[arg(long = "api-arg", value_name = "ARG", allow_hyphen_values = true)]
     api_args: Vec<String>,
+    /// API instances per release.
+    #[arg(long, env = "WARDEN_REPLICAS", value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    replicas: u16,
+    /// How long the previous release stays warm after a deploy, and how long a new
+    /// release can be rolled back automatically.
+    #[arg(long, env = "WARDEN_BAKE", value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
+    bake: std::time::Duration,
+    /// How long old instances get to finish their requests after a switch.
+    #[arg(long, env = "WARDEN_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_timeout: std::time::Duration,
+    /// How long a new release's instances get to answer /readyz.
+    #[arg(long, env = "WARDEN_READY_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    ready_timeout: std::time::Duration,
+    /// Alerts that roll a release back automatically during its bake window
+    /// (comma-separated); "none" turns automatic rollback off.
+    #[arg(
+        long,
+        env = "WARDEN_ROLLBACK_ON",
+        value_name = "ALERTS",
+        value_delimiter = ',',
+        default_value = "MemoryLeak,ErrorRatioHigh,LatencyHigh"
+    )]
+    rollback_on: Vec<String>,
+    /// The admin token deploys and rollbacks must present [default: generated once,
+    /// kept in DATA_DIR/admin-token].
+    #[arg(
+        long = "admin-token",
+        env = "WARDEN_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    admin_token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -137,9 +283,11 @@ enum ReleaseCommand {
         /// The release's name [default: VERSION-COMMIT].
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
-        /// The Cargo.lock to record as its dependency set.
-        #[arg(long, value_name = "FILE", default_value = "Cargo.lock")]
-        lockfile: PathBuf,
+        /// The Cargo.lock to record as its dependency set [default: ./Cargo.lock when
+        /// there is one; without it only the lockfile hash built into the binary is
+        /// recorded].
+        #[arg(long, value_name = "FILE")]
+        lockfile: Option<PathBuf>,
         /// Extra argument its API instances run with (repeatable).
         #[arg(long = "api-arg", value_name = "ARG", allow_hyphen_values = true)]
         api_args: Vec<String>,
@@ -181,6 +329,14 @@ enum BenchCommand {
     /// Warden's leak detector and the canonical PromQL rule scored on a labelled
     /// corpus of memory series: precision, recall and detection delay per leak rate.
     Detector(warden_monitor::bench::BenchDetectorArgs),
+    /// Warden's front proxy next to nginx (Debian's package) in front of the same API
+    /// instance, same load, interleaved rounds (goals: throughput ≥ 0.9 × nginx's,
+    /// p99 ≤ 1.2 × nginx's).
+    Proxy(warden_deploy::bench::BenchProxyArgs),
+    /// Rollback time as users see it: from spawning `warden rollback` until every new
+    /// request through the proxy is served by the old release, over repeated
+    /// deploys and rollbacks of a scratch `warden up` (goal: median under 1 s).
+    Rollback(warden_deploy::bench::BenchRollbackArgs),
 }
 
 fn main() -> ExitCode {
@@ -199,6 +355,17 @@ fn main() -> ExitCode {
             Command::Api(args) => serve_api(args).await,
             Command::Memtest(args) => until_interrupted(memtest(args)).await,
             Command::Release(command) => release(command),
+            Command::Deploy(args) => deploy(args).await,
+            Command::Rollback(args) => rollback(args).await,
+            Command::Drill(DrillCommand::Rollback(args)) => {
+                let report = warden_deploy::drill::run(&args, &std::env::current_exe()?).await?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", warden_deploy::drill::render(&report));
+                }
+                Ok(verdict(report.passed))
+            }
             Command::BuildInfo => {
                 println!("{}", serde_json::to_string(&BUILD)?);
                 Ok(ExitCode::SUCCESS)
@@ -224,6 +391,24 @@ fn main() -> ExitCode {
                 warden_monitor::bench_scrape::run(&args, &exe)
                     .await
                     .map(verdict)
+            }
+            Command::Bench(BenchCommand::Proxy(args)) => {
+                let exe = std::env::current_exe()?;
+                until_interrupted(async {
+                    warden_deploy::bench::run_proxy_bench(args, &exe)
+                        .await
+                        .map(verdict)
+                })
+                .await
+            }
+            Command::Bench(BenchCommand::Rollback(args)) => {
+                let exe = std::env::current_exe()?;
+                until_interrupted(async {
+                    warden_deploy::bench::run_rollback_bench(args, &exe)
+                        .await
+                        .map(verdict)
+                })
+                .await
             }
         }
     });
@@ -270,37 +455,132 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let store = warden_store::Store::open(&args.data_dir.join("control.db"))?;
-    let release = args.release.unwrap_or_else(|| {
-        format!(
-            "{}-{}",
-            BUILD.version,
-            BUILD.git_commit.chars().take(7).collect::<String>()
-        )
-    });
+    let exe = std::env::current_exe()?;
+    let initial = warden_deploy::release::for_up(
+        &store,
+        &args.data_dir,
+        args.release.as_deref(),
+        &exe,
+        &args.api_args,
+    )?;
+    let token = warden_deploy::admin::token(args.admin_token.as_deref(), &args.data_dir, true)?;
+    let rollback_on = args
+        .rollback_on
+        .into_iter()
+        .filter(|a| a != "none" && !a.is_empty())
+        .collect();
+    let proxy_listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", args.listen))?;
     let console = tokio::net::TcpListener::bind(args.console)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--console): {e}", args.console))?;
 
     let (targets, targets_rx) = tokio::sync::watch::channel(Vec::new());
     let status = warden_monitor::control::MonitorStatus::new()?;
-    let spec = warden_deploy::supervisor::InstanceSpec {
-        bin: std::env::current_exe()?,
-        release,
-        listen: args.listen,
-        data_dir: args.data_dir.join("api"),
-        args: args.api_args,
+    let placeholder = warden_deploy::proxy::Upstream::new(&initial.name, Vec::new());
+    let proxy = warden_deploy::proxy::Proxy::new(
+        warden_deploy::proxy::Routes::to(placeholder),
+        status.registry(),
+    )?;
+    let context = warden_deploy::supervisor::Context {
+        store: store.clone(),
+        targets: std::sync::Arc::new(targets),
+        proxy: proxy.clone(),
     };
-    let supervisor = warden_deploy::supervisor::supervise(spec, store.clone(), targets);
+    let settings = warden_deploy::controller::Settings {
+        replicas: usize::from(args.replicas),
+        api_data_dir: args.data_dir.join("api"),
+        bake: args.bake,
+        drain_timeout: args.drain_timeout,
+        ready_timeout: args.ready_timeout,
+        rollback_on,
+    };
+    let controller = warden_deploy::controller::Controller::start(context, settings, &initial)?;
+    let alerts = status.transitions();
     let monitor = warden_monitor::control::run(config, store.clone(), targets_rx, status.clone());
-    let console = axum::serve(console, warden_monitor::control::console(store, status));
-    tracing::info!(api = %args.listen, console = %args.console, "warden is up");
+    let console_routes = warden_monitor::control::console(store, status)
+        .merge(warden_deploy::admin::router(controller.clone(), &token));
+    let console = axum::serve(console, console_routes);
+    tokio::spawn(controller.clone().watch_alerts(alerts));
+    let proxy_threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let mut proxy_loops = proxy.spawn(proxy_listener.into_std()?, proxy_threads)?;
+    tracing::info!(
+        api = %args.listen,
+        console = %args.console,
+        release = %initial.name,
+        "warden is up"
+    );
     tokio::select! {
-        result = supervisor => result?,
+        result = proxy_loops.exited() => result?,
         result = monitor => result?,
         result = console => result?,
         () = warden_api::shutdown_signal() => {}
     }
+    controller.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `warden deploy`: asks the running `warden up` to deploy.
+async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let gate_report = match &args.gate {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read the gate report {}: {e}", path.display())
+            })?;
+            Some(serde_json::from_str(&text).map_err(|e| {
+                anyhow::anyhow!("{} is not a `warden gate` report.json: {e}", path.display())
+            })?)
+        }
+        None => None,
+    };
+    let request = warden_deploy::controller::DeployRequest {
+        release: args.release,
+        canary_percent: args.canary,
+        canary_seconds: Some(args.canary_for.as_secs()),
+        force: args.force,
+        gate_report,
+    };
+    let client = console_client(&args.console)?;
+    outcome(client.deploy(&request).await, args.console.json)
+}
+
+/// `warden rollback`: asks the running `warden up` to switch back.
+async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let request = warden_deploy::controller::RollbackRequest {
+        to: args.to,
+        reason: args.reason,
+    };
+    let client = console_client(&args.console)?;
+    outcome(client.rollback(&request).await, args.console.json)
+}
+
+fn console_client(args: &ConsoleArgs) -> anyhow::Result<warden_deploy::admin::Client> {
+    let token = warden_deploy::admin::token(args.admin_token.as_deref(), &args.data_dir, false)?;
+    // A cold start of a release can take the instances' ready timeout.
+    warden_deploy::admin::Client::new(args.console, token, std::time::Duration::from_secs(180))
+}
+
+/// Prints a deploy or rollback outcome; a refusal is exit 1 with the reason.
+fn outcome(
+    result: anyhow::Result<warden_deploy::controller::Outcome>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(outcome) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+            } else {
+                println!("{}", outcome.summary);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) if error.is::<warden_deploy::admin::Rejected>() => {
+            eprintln!("refused, nothing changed: {error}");
+            Ok(ExitCode::from(1))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// `warden release add|list`.
@@ -324,7 +604,10 @@ fn release(command: ReleaseCommand) -> anyhow::Result<ExitCode> {
             let new = warden_deploy::release::NewRelease {
                 bin: bin.map_or_else(std::env::current_exe, Ok)?,
                 name,
-                lockfile,
+                lockfile: lockfile.or_else(|| {
+                    let default = PathBuf::from("Cargo.lock");
+                    default.exists().then_some(default)
+                }),
                 args: api_args,
             };
             let (release, warning) = warden_deploy::release::add(&store, &data_dir, &new)?;
@@ -345,13 +628,26 @@ fn release(command: ReleaseCommand) -> anyhow::Result<ExitCode> {
             }
         }
         ReleaseCommand::List { data_dir, json } => {
-            let releases = open(&data_dir)?.releases()?;
+            let store = open(&data_dir)?;
+            let releases = store.releases()?;
+            let states = warden_deploy::history::History::load(&store)?.states(&releases);
             if json {
-                println!("{}", serde_json::to_string_pretty(&releases)?);
+                // Each release's fields, plus its state, bad_reason and deployed_ms.
+                let mut list = Vec::new();
+                for (release, state) in releases.iter().zip(&states) {
+                    let mut entry = serde_json::to_value(release)?;
+                    if let (Some(entry), serde_json::Value::Object(state)) =
+                        (entry.as_object_mut(), serde_json::to_value(state)?)
+                    {
+                        entry.extend(state);
+                    }
+                    list.push(entry);
+                }
+                println!("{}", serde_json::to_string_pretty(&list)?);
             } else if releases.is_empty() {
                 println!("no releases yet: record one with `warden release add`");
             } else {
-                print!("{}", warden_deploy::release::table(&releases));
+                print!("{}", warden_deploy::release::table(&releases, &states));
             }
         }
     }

@@ -4,77 +4,19 @@
 //! resolves it once the leak stops.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 mod support;
 
-use support::{free_port, wait_ready};
+use support::{Up, child_of, wait_ready};
 use warden_monitor::notify::{SIGNATURE_HEADER, verify_signature};
 
 const SECRET: &str = "test-webhook-secret";
 
 /// Every webhook received: (signature header, body).
 type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
-/// `warden up`, stopped with SIGTERM (so it stops its API child) when dropped.
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-    }
-}
-
-impl Up {
-    /// Starts `warden up` on free ports with `config` (TOML text) written into `dir`,
-    /// plus `args`. With `config_by_env` the file is named in WARDEN_CONFIG, as a
-    /// deployment would; otherwise with --config. Returns it with the API and console
-    /// ports.
-    fn start(
-        dir: &std::path::Path,
-        config: &str,
-        config_by_env: bool,
-        args: &[&str],
-    ) -> (Self, u16, u16) {
-        let file = dir.join("warden.toml");
-        std::fs::write(&file, config).unwrap();
-        let (api, console) = (free_port(), free_port());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_warden"));
-        command
-            .args([
-                "up",
-                "--listen",
-                &format!("127.0.0.1:{api}"),
-                "--console",
-                &format!("127.0.0.1:{console}"),
-            ])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(args)
-            .env("WARDEN_LOG", "warn")
-            .env_remove("WARDEN_DATABASE_URL")
-            .stdout(Stdio::null());
-        if config_by_env {
-            command.env("WARDEN_CONFIG", &file);
-        } else {
-            command.arg("--config").arg(&file);
-        }
-        (Self(command.spawn().unwrap()), api, console)
-    }
-}
 
 /// A webhook receiver keeping every (signature header, body) it gets.
 async fn receiver() -> (String, Received) {
@@ -149,6 +91,8 @@ async fn a_leaking_release_is_alerted_named_recorded_and_resolved() {
         &config,
         true,
         &[
+            "--replicas",
+            "1",
             "--release",
             "v2-leaky",
             "--api-arg=--chaos-leak-bytes-per-request=16384",
@@ -222,7 +166,11 @@ async fn a_leaking_release_is_alerted_named_recorded_and_resolved() {
     );
     let alert = &json["alerts"][0];
     assert_eq!(alert["labels"]["release"], "v2-leaky");
-    assert_eq!(alert["labels"]["instance"], format!("127.0.0.1:{api}"));
+    let instance = alert["labels"]["instance"].as_str().unwrap();
+    assert!(
+        instance.starts_with("127.0.0.1:") && instance != format!("127.0.0.1:{api}"),
+        "the alert names the instance behind the proxy: {instance}"
+    );
     let summary = alert["annotations"]["summary"].as_str().unwrap();
     assert!(
         summary.starts_with("memory leak in release v2-leaky"),
@@ -296,15 +244,6 @@ async fn a_leaking_release_is_alerted_named_recorded_and_resolved() {
     assert_eq!(decisive, ["alert.firing", "alert.resolved"], "{kinds:?}");
 }
 
-/// The child process of `parent` (from any of its threads, in `/proc`).
-fn child_of(parent: u32) -> Option<u32> {
-    std::fs::read_dir(format!("/proc/{parent}/task"))
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .find_map(|children| children.split_whitespace().next()?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_is_restarted_recorded_and_alerted_as_down() {
     let (hook, got) = receiver().await;
@@ -317,7 +256,13 @@ async fn a_killed_instance_is_restarted_recorded_and_alerted_as_down() {
         dir.path(),
         &config,
         false,
-        &["--release", "v1", "--api-arg=--token-ttl=1h"],
+        &[
+            "--replicas",
+            "1",
+            "--release",
+            "v1",
+            "--api-arg=--token-ttl=1h",
+        ],
     );
     let client = reqwest::Client::new();
     let ready = format!("http://127.0.0.1:{api}/readyz");
@@ -326,10 +271,9 @@ async fn a_killed_instance_is_restarted_recorded_and_alerted_as_down() {
     // Wait until the control plane scrapes the instance (it publishes it as a target
     // once it has seen it ready itself).
     let store = warden_store::Store::open(&dir.path().join("data/control.db")).unwrap();
-    let instance = format!("127.0.0.1:{api}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while store
-        .query("up", &[("instance", &instance)], 0, i64::MAX)
+        .query("up", &[("release", "v1")], 0, i64::MAX)
         .unwrap()
         .iter()
         .all(|s| s.points.iter().all(|(_, v)| *v < 1.0))
