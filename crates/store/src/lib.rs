@@ -27,6 +27,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+mod status;
+pub use status::*;
+
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -198,6 +201,57 @@ const MIGRATIONS: &[&str] = &[
         args TEXT NOT NULL,
         dependencies TEXT NOT NULL
     );",
+    // 3: the status page: components, their state changes, incidents and scheduled
+    // maintenances with their updates (see status.rs).
+    "CREATE TABLE status_components (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        description TEXT,
+        group_id TEXT,
+        is_group INTEGER NOT NULL DEFAULT 0,
+        position INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        showcase INTEGER NOT NULL DEFAULT 1,
+        only_show_if_degraded INTEGER NOT NULL DEFAULT 0,
+        archived INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE status_component_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        component_id TEXT NOT NULL REFERENCES status_components(id),
+        at_ms INTEGER NOT NULL,
+        old_status TEXT NOT NULL,
+        new_status TEXT NOT NULL,
+        incident_id TEXT
+    );
+    CREATE INDEX status_component_changes_at ON status_component_changes (at_ms);
+    CREATE TABLE status_incidents (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        impact TEXT NOT NULL,
+        components TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        started_ms INTEGER NOT NULL,
+        monitoring_ms INTEGER,
+        resolved_ms INTEGER,
+        scheduled_for_ms INTEGER,
+        scheduled_until_ms INTEGER
+    );
+    CREATE INDEX status_incidents_created ON status_incidents (created_ms);
+    CREATE TABLE status_incident_updates (
+        id TEXT PRIMARY KEY,
+        incident_id TEXT NOT NULL REFERENCES status_incidents(id),
+        status TEXT NOT NULL,
+        body TEXT NOT NULL,
+        affected_components TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        display_ms INTEGER NOT NULL
+    );
+    CREATE INDEX status_incident_updates_incident ON status_incident_updates (incident_id);",
 ];
 
 /// A release as recorded in the registry: immutable once added.

@@ -6,6 +6,7 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod deps;
+mod status_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,6 +104,22 @@ enum Command {
     /// sources), lockfile diffs, and the ledger of every update and its impact.
     #[command(subcommand)]
     Deps(deps::DepsCommand),
+    /// Incidents on the status page: open one, post updates as it moves from
+    /// investigating to identified, monitoring and resolved (then its postmortem),
+    /// list them.
+    ///
+    /// Talks to the running `warden up` (--console) with its admin token, like
+    /// `warden deploy`. Updates without --message post the templates of the
+    /// communication plan (docs/COMMUNICATION.md).
+    #[command(subcommand)]
+    Incident(status_cli::IncidentCommand),
+    /// The status page: set a component's state, schedule maintenance, or export the
+    /// page and its Statuspage-compatible JSON as static files.
+    ///
+    /// The page is served by `warden up` on the console: /status, /api/v2/*.json,
+    /// /history.atom and /history.rss.
+    #[command(subcommand)]
+    Status(status_cli::StatusCommand),
     /// Benchmarks, side by side with their peers in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -372,6 +389,8 @@ fn main() -> ExitCode {
             }
             Command::Gate(args) => until_interrupted(gate(args)).await,
             Command::Deps(command) => deps::run(command),
+            Command::Incident(command) => status_cli::incident(command).await,
+            Command::Status(command) => status_cli::status(command).await,
             Command::Bench(BenchCommand::Api(args)) => {
                 let exe = std::env::current_exe()?;
                 warden_memtest::bench::run_api_bench(args, &exe)
@@ -499,8 +518,10 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let controller = warden_deploy::controller::Controller::start(context, settings, &initial)?;
     let alerts = status.transitions();
     let monitor = warden_monitor::control::run(config, store.clone(), targets_rx, status.clone());
+    let status_page = status_cli::console(&args.data_dir, store.clone(), &token)?;
     let console_routes = warden_monitor::control::console(store, status)
-        .merge(warden_deploy::admin::router(controller.clone(), &token));
+        .merge(warden_deploy::admin::router(controller.clone(), &token))
+        .merge(status_page);
     let console = axum::serve(console, console_routes);
     tokio::spawn(controller.clone().watch_alerts(alerts));
     let proxy_threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
