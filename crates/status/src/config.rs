@@ -26,6 +26,8 @@ pub struct StatusConfig {
     pub maintenance: MaintenanceConfig,
     /// `[templates]`: the default text of each kind of update.
     pub templates: Templates,
+    /// `[automation]`: incidents opened and moved by alerts and rollbacks.
+    pub automation: crate::automation::AutomationConfig,
 }
 
 /// `[page]`.
@@ -296,6 +298,7 @@ impl Default for StatusConfig {
             ],
             maintenance: MaintenanceConfig::default(),
             templates: Templates::default(),
+            automation: crate::automation::AutomationConfig::default(),
         }
     }
 }

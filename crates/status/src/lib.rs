@@ -31,6 +31,7 @@
 //! subscribers) calls the same functions with their own requests: the store and the
 //! event log do not care who writes.
 
+pub mod automation;
 pub mod client;
 pub mod components;
 pub mod config;
@@ -155,8 +156,8 @@ pub(crate) fn datetime(ms: i64) -> Option<time::OffsetDateTime> {
 }
 
 /// Everything `warden up` needs for the status page: brings the stored components
-/// in line with `config`, starts the maintenance clock (a task on the current
-/// runtime), and returns the console's routes.
+/// in line with `config`, starts the maintenance clock and the incident automation
+/// (tasks on the current runtime), and returns the console's routes.
 pub fn start(
     store: warden_store::Store,
     config: StatusConfig,
@@ -166,6 +167,7 @@ pub fn start(
     components::sync(&store, &config, warden_store::now_ms())
         .map_err(|e| anyhow::anyhow!("status page: cannot record the components: {e}"))?;
     tokio::spawn(maintenance::run_clock(store.clone(), config.clone()));
+    tokio::spawn(automation::run(store.clone(), config.clone()));
     Ok(http::router(store, config, admin_token))
 }
 

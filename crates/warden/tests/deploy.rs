@@ -263,6 +263,12 @@ async fn a_leaking_release_is_rolled_back_automatically_in_its_bake_window() {
     let data = dir.path().join("data");
     record(&data, "v1", &[]);
     record(&data, "v2-leaky", &["--chaos-leak-bytes-per-request=16384"]);
+    // The status page resolves the incident once recovery holds for 3 s.
+    std::fs::write(
+        data.join("status.toml"),
+        "[automation]\nresolve_after = \"3s\"\n",
+    )
+    .unwrap();
     let config = "[monitor]\nscrape_interval = \"1s\"\n\n\
          [alerts.leak]\nwindow = \"60s\"\nfor = \"5s\"\nmemory_limit = 4000000000\n";
     let (_up, api, console) = Up::start(
@@ -319,6 +325,47 @@ async fn a_leaking_release_is_rolled_back_automatically_in_its_bake_window() {
         "{fired:?}"
     );
     assert!(fired.iter().all(|e| e.at_ms <= rollback.at_ms));
+
+    // Users were told: an incident opened from the alert, moved on by the rollback,
+    // and resolved once recovery held.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let incident = loop {
+        let incidents: serde_json::Value =
+            reqwest::get(format!("http://127.0.0.1:{console}/api/v2/incidents.json"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        let first = incidents["incidents"][0].clone();
+        if first["status"] == "resolved" {
+            break first;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the incident was not resolved: {incidents}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let stages: Vec<&str> = incident["incident_updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|u| u["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["investigating", "identified", "monitoring", "resolved"],
+        "{incident}"
+    );
+    let opened = events(&data, "incident.opened");
+    let first_alert = fired.iter().map(|e| e.at_ms).min().unwrap();
+    assert!(
+        opened[0].at_ms - first_alert < 30_000,
+        "users are told within 30 s of the alert: {} ms",
+        opened[0].at_ms - first_alert
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
