@@ -22,6 +22,11 @@
 //! - `POST /api/admin/maintenances` ([`ScheduleMaintenance`]) → 201 and the maintenance.
 //! - `POST /api/admin/maintenances/{id}/updates` ([`UpdateMaintenance`]) → the maintenance.
 //!
+//! - `POST /api/alertmanager`: an Alertmanager webhook (version 4). Each alert in it
+//!   is appended to the event log as `alert.firing` or `alert.resolved`, where the
+//!   incident automation ([`crate::automation`]) treats it like one of Warden's own
+//!   alerts: a Prometheus + Alertmanager setup drives the same incidents.
+//!
 //! Status codes: 400 malformed JSON, 401 no or wrong token, 404 unknown id, 409 a
 //! change the current state does not allow, 422 a value to fix, 503 the store
 //! failed (details in the log). A refused request changed nothing.
@@ -198,6 +203,7 @@ pub fn router(store: Store, config: Arc<StatusConfig>, admin_token: &str) -> Rou
         )
         .route("/history.atom", get(public(Document::Atom)))
         .route("/history.rss", get(public(Document::Rss)))
+        .route("/api/alertmanager", post(alertmanager))
         .route("/api/admin/incidents", post(open_incident))
         .route("/api/admin/incidents/{id}/updates", post(update_incident))
         .route("/api/admin/incidents/{id}/resolve", post(resolve_incident))
@@ -390,6 +396,94 @@ fn authorized<T: DeserializeOwned>(
             &format!("the request body is not valid JSON for this request: {e}"),
         ))
     })
+}
+
+/// An Alertmanager webhook (version 4): only the fields used.
+#[derive(serde::Deserialize)]
+struct AlertmanagerWebhook {
+    alerts: Vec<AlertmanagerAlert>,
+}
+
+#[derive(serde::Deserialize)]
+struct AlertmanagerAlert {
+    status: String,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    fingerprint: String,
+}
+
+/// `POST /api/alertmanager`: records each alert as an `alert.*` event.
+async fn alertmanager(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let hook: AlertmanagerWebhook = match authorized(&shared, &headers, &body) {
+        Ok(hook) => hook,
+        Err(response) => return *response,
+    };
+    let mut events = Vec::new();
+    for (n, alert) in hook.alerts.iter().enumerate() {
+        let phase = match alert.status.as_str() {
+            "firing" | "resolved" => alert.status.as_str(),
+            other => {
+                return problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &format!("alerts[{n}].status: {other:?} is neither firing nor resolved"),
+                );
+            }
+        };
+        let Some(name) = alert.labels.get("alertname").filter(|n| !n.is_empty()) else {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("alerts[{n}].labels.alertname is missing"),
+            );
+        };
+        let release = alert.labels.get("release").cloned();
+        let fingerprint = if alert.fingerprint.is_empty() {
+            format!(
+                "alertmanager/{name}/{}",
+                alert.labels.get("instance").map_or("", String::as_str)
+            )
+        } else {
+            format!("alertmanager/{}", alert.fingerprint)
+        };
+        events.push(warden_store::NewEvent {
+            kind: format!("alert.{phase}"),
+            release: release.clone(),
+            payload: serde_json::json!({
+                "alert": name,
+                "fingerprint": fingerprint,
+                "release": release.unwrap_or_default(),
+                "instance": alert.labels.get("instance"),
+                "summary": alert.annotations.get("summary").unwrap_or(name),
+                "description": alert.annotations.get("description"),
+                "labels": alert.labels,
+                "source": "alertmanager",
+            }),
+        });
+    }
+    let store = shared.store.clone();
+    let count = events.len();
+    let result = tokio::task::spawn_blocking(move || {
+        events
+            .iter()
+            .try_for_each(|event| store.append_event(event).map(|_| ()))
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => axum::Json(serde_json::json!({ "recorded": count })).into_response(),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "could not record Alertmanager alerts");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the alerts could not be recorded; Alertmanager will send them again",
+            )
+        }
+        Err(error) => {
+            tracing::error!(%error, "the Alertmanager receiver failed");
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "the receiver failed")
+        }
+    }
 }
 
 /// Runs a write on a blocking thread and answers with the incident it returns.
