@@ -1,8 +1,10 @@
-//! The dashboard in a real browser: `warden up` serving real traffic, its console
-//! page rendered by headless Chromium (Debian's `chromium` package).
+//! The console's pages in a real browser, headless Chromium (Debian's `chromium`
+//! package): the dashboard of `warden up` serving real traffic, and the status page
+//! with an open incident whose title tries to inject markup.
 //!
 //! The screenshots are kept for a look by eye: `target/test-output/dashboard.png`
-//! (laptop) and `dashboard-phone.png`, with the DOM Chromium rendered beside them.
+//! (laptop), `dashboard-phone.png`, `status-page.png` and `status-page-phone.png`,
+//! with the DOM Chromium rendered beside them.
 //! Without Chromium the test fails, unless WARDEN_TEST_ALLOW_SKIP=1 (never under
 //! CI=true), as scripts/test does for every tool it needs.
 
@@ -383,4 +385,62 @@ fn chromium_renders_the_dashboard_of_a_running_warden_with_data_in_every_chart()
     let page_url = format!("{page_url}?range=15m");
     screenshot(&page_url, "1280,2000", &out_dir.join("dashboard.png"));
     screenshot(&page_url, "390,1800", &out_dir.join("dashboard-phone.png"));
+}
+
+#[test]
+fn chromium_renders_the_status_page_with_an_open_incident_escaped() {
+    if !chromium_available() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("data");
+    let up = Up::start(&data_dir, data.path().join("warden-up.log"));
+    let console = up.console.trim_start_matches("http://").to_owned();
+    // An incident whose title tries to run a script.
+    let opened = Command::new(WARDEN)
+        .args([
+            "incident",
+            "open",
+            "Sign-in fails <img src=x onerror=\"document.title='pwned'\">",
+            "--component",
+            "authentication=major_outage",
+        ])
+        .env("WARDEN_CONSOLE", &console)
+        .env("WARDEN_DATA_DIR", &data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        opened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+
+    let url = format!("{}/status", up.console);
+    let dom = chromium(&url, "390,1600", &["--dump-dom".to_owned()]);
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    std::fs::write(output_dir().join("status-page.html"), &dom).unwrap();
+    assert!(
+        dom.contains("Major System Outage"),
+        "the overall state: {dom}"
+    );
+    assert!(
+        dom.contains("Sign-in fails &lt;img"),
+        "the title is shown as text: {dom}"
+    );
+    assert!(
+        !dom.contains("<img src=\"x\""),
+        "the title became an element: {dom}"
+    );
+    assert!(!dom.contains("<title>pwned"), "a script ran");
+    assert!(dom.contains("Investigating"), "{dom}");
+    assert!(
+        dom.matches("uptime").count() >= 3,
+        "uptime for every component: {dom}"
+    );
+    screenshot(
+        &url,
+        "390,1600",
+        &output_dir().join("status-page-phone.png"),
+    );
+    screenshot(&url, "1280,1200", &output_dir().join("status-page.png"));
 }
