@@ -467,6 +467,7 @@ impl InProcessProxy {
         let proxy = Proxy::new(
             Routes::to(Upstream::new("bench", vec![instance])),
             &registry,
+            Duration::from_secs(60),
         )?;
         let threads = proxy.spawn(listener, workers)?;
         Ok(Self {

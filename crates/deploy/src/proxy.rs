@@ -235,19 +235,28 @@ pub struct Proxy {
     readiness: Notify,
     /// How long a request waits for a ready instance before a 503.
     wait_for_instance: Duration,
+    /// How long an instance gets to answer before a 504 (the API's own request
+    /// timeout is shorter: this catches a hung or stopped instance).
+    upstream_timeout: Duration,
     canary_draw: AtomicU64,
 }
 
 type ProxyBody = Either<Tracked, Full<Bytes>>;
 
 impl Proxy {
-    /// A proxy routing to `routes`, its metrics registered in `registry`.
-    pub fn new(routes: Routes, registry: &prometheus::Registry) -> anyhow::Result<Arc<Self>> {
+    /// A proxy routing to `routes`, its metrics registered in `registry`, giving an
+    /// instance `upstream_timeout` to answer.
+    pub fn new(
+        routes: Routes,
+        registry: &prometheus::Registry,
+        upstream_timeout: Duration,
+    ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             routes: ArcSwap::from_pointee(routes),
             metrics: Metrics::new(registry)?,
             readiness: Notify::new(),
             wait_for_instance: Duration::from_secs(10),
+            upstream_timeout,
             canary_draw: AtomicU64::new(0),
         }))
     }
@@ -398,6 +407,7 @@ impl Proxy {
         );
         let mut avoid = None;
         let mut tried = false;
+        let mut timed_out = false;
         for attempt in 0..2 {
             let Some(guard) = self.pick(&upstream, avoid).await else {
                 break;
@@ -418,7 +428,15 @@ impl Proxy {
             let Ok(forward) = builder.body(Full::new(body.clone())) else {
                 return problem(StatusCode::BAD_REQUEST, "the request URI is not valid");
             };
-            match client.request(forward).await {
+            let Ok(sent) =
+                tokio::time::timeout(self.upstream_timeout, client.request(forward)).await
+            else {
+                // The request may have been applied: never retried.
+                tracing::warn!(instance = %addr, "upstream did not answer in {:?}", self.upstream_timeout);
+                timed_out = true;
+                break;
+            };
+            match sent {
                 Ok(response) => {
                     let (mut head, incoming) = response.into_parts();
                     // A small body of known length is read whole before answering,
@@ -515,7 +533,13 @@ impl Proxy {
                 }
             }
         }
-        let (status, reason, detail) = if tried {
+        let (status, reason, detail) = if timed_out {
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "the API instance did not answer in time",
+            )
+        } else if tried {
             (
                 StatusCode::BAD_GATEWAY,
                 "upstream",
@@ -732,6 +756,7 @@ mod tests {
                 canary: Some((canary, 0.1)),
             },
             &registry,
+            Duration::from_secs(60),
         )
         .unwrap();
         let mut to_canary = 0;
@@ -741,5 +766,31 @@ mod tests {
             }
         }
         assert_eq!(to_canary, 100);
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_never_answers_gets_a_504_in_time() {
+        // Accepts connections and never answers, like a stopped process.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let backend = Backend::new("v1", silent.local_addr().unwrap());
+        backend.set_ready(true);
+        let proxy = Proxy::new(
+            Routes::to(Upstream::new("v1", vec![Arc::clone(&backend)])),
+            &prometheus::Registry::new(),
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let threads = proxy.spawn(listener, 1).unwrap();
+        let started = std::time::Instant::now();
+        let response = reqwest::get(format!("http://{addr}/v1/items"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 504);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(backend.inflight(), 0, "the request is no longer counted");
+        threads.stop();
+        drop(silent);
     }
 }

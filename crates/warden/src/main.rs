@@ -264,6 +264,10 @@ struct UpArgs {
     /// How long old instances get to finish their requests after a switch.
     #[arg(long, env = "WARDEN_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: std::time::Duration,
+    /// How long an instance gets to answer a request before the proxy answers 504
+    /// (above the API's own --request-timeout: it catches a hung instance).
+    #[arg(long, env = "WARDEN_UPSTREAM_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    upstream_timeout: std::time::Duration,
     /// How long a new release's instances get to answer /readyz.
     #[arg(long, env = "WARDEN_READY_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     ready_timeout: std::time::Duration,
@@ -501,6 +505,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let proxy = warden_deploy::proxy::Proxy::new(
         warden_deploy::proxy::Routes::to(placeholder),
         status.registry(),
+        args.upstream_timeout,
     )?;
     let context = warden_deploy::supervisor::Context {
         store: store.clone(),
