@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 mod support;
 
-use support::{Up, child_of, wait_ready};
+use support::{Traffic, Up, child_of, wait_ready};
 use warden_monitor::notify::{SIGNATURE_HEADER, verify_signature};
 
 const SECRET: &str = "test-webhook-secret";
@@ -103,54 +103,9 @@ async fn a_leaking_release_is_alerted_named_recorded_and_resolved() {
     let base = format!("http://127.0.0.1:{api}");
     wait_ready(&client, &format!("{base}/readyz")).await;
 
-    // Real traffic: one user reading and writing items until told to stop.
-    let user =
-        serde_json::json!({"email": "leak@example.com", "password": "correct horse battery"});
-    let created = client
-        .post(format!("{base}/v1/users"))
-        .json(&user)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        created.status().is_success(),
-        "{}",
-        created.text().await.unwrap()
-    );
-    let session: serde_json::Value = client
-        .post(format!("{base}/v1/sessions"))
-        .json(&user)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = session["token"]
-        .as_str()
-        .expect("a session token")
-        .to_owned();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let traffic = {
-        let (client, base, stop) = (client.clone(), base.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut sent = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let request = if sent.is_multiple_of(10) {
-                    client
-                        .post(format!("{base}/v1/items"))
-                        .json(&serde_json::json!({"title": "n", "data": {"k": sent}}))
-                } else {
-                    client.get(format!("{base}/v1/items"))
-                };
-                let _ = request.bearer_auth(&token).send().await;
-                sent += 1;
-                // About 200 requests/s: a leak of tens of MB a minute, not gigabytes.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            sent
-        })
-    };
+    // Real traffic: one user reading and writing items until told to stop; about
+    // 200 requests/s, a leak of tens of MB a minute, not gigabytes.
+    let traffic = Traffic::start(&base, 1, Duration::from_millis(5)).await;
 
     let (signature, body, json) =
         wait_for_hook(&got, "MemoryLeak", "firing", Duration::from_secs(150)).await;
@@ -213,8 +168,7 @@ async fn a_leaking_release_is_alerted_named_recorded_and_resolved() {
     );
 
     // The leak stops with the traffic: the alert resolves.
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(traffic.await.unwrap() > 100);
+    assert!(traffic.stop().await.sent > 100);
     let (_, _, resolved) =
         wait_for_hook(&got, "MemoryLeak", "resolved", Duration::from_secs(150)).await;
     assert_eq!(resolved["alerts"][0]["labels"]["release"], "v2-leaky");
