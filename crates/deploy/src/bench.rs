@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::AUTHORIZATION;
 use serde::Serialize;
 use warden_memtest::load::{self, LoadPlan, LoadReport};
 use warden_memtest::target::{Target, free_port};
@@ -156,8 +156,6 @@ pub struct RollbackBenchReport {
     pub passed: bool,
 }
 
-const ITEM_BODY: &str = r#"{"title":"benchmark item","data":{"kind":"order","qty":3,"tags":["a","b","c"],"note":"naïve café — ünïcödé","nested":{"ok":true,"ratio":0.25}}}"#;
-
 // ---------------------------------------------------------------- proxy bench
 
 /// Runs `warden bench proxy` with `exe` as the API; true when the goals are met.
@@ -182,7 +180,9 @@ pub async fn run_proxy_bench(args: BenchProxyArgs, exe: &Path) -> anyhow::Result
     let setup = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let (token, item_id) = prepare_api(&setup, &api.base).await?;
+    let (token, item_id) =
+        warden_memtest::bench::sign_up_with_item(&setup, &api.base, "bench-proxy@example.com")
+            .await?;
     let backend: SocketAddr = api
         .base
         .trim_start_matches("http://")
@@ -355,46 +355,6 @@ fn print_proxy_table(r: &ProxyBenchReport) {
     }
 }
 
-/// Registers a user, logs in and creates an item; returns the token and the item id.
-async fn prepare_api(client: &reqwest::Client, base: &str) -> anyhow::Result<(String, i64)> {
-    let credentials =
-        serde_json::json!({"email": "bench-proxy@example.com", "password": "benchmark password 1"});
-    let created = client
-        .post(format!("{base}/v1/users"))
-        .json(&credentials)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        created.status() == StatusCode::CREATED,
-        "registering a user failed: {}",
-        created.status()
-    );
-    let session: serde_json::Value = client
-        .post(format!("{base}/v1/sessions"))
-        .json(&credentials)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let token = session["token"]
-        .as_str()
-        .context("no token in the login answer")?
-        .to_owned();
-    let item: serde_json::Value = client
-        .post(format!("{base}/v1/items"))
-        .bearer_auth(&token)
-        .header(CONTENT_TYPE, "application/json")
-        .body(ITEM_BODY)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let id = item["id"].as_i64().context("no id in the created item")?;
-    Ok((token, id))
-}
-
 /// One closed-loop run of authenticated GETs of `url`.
 async fn measure(
     client: &reqwest::Client,
@@ -419,12 +379,7 @@ async fn measure(
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
+    warden_memtest::stats::median(&mut values)
 }
 
 /// The nearest-rank `q` quantile.

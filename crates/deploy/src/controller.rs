@@ -526,6 +526,7 @@ impl Controller {
         state.generation += 1;
         let name = pool.release.name.clone();
         let previous = std::mem::replace(&mut state.active, pool);
+        let from_name = previous.release.name.clone();
         let bake_ends = warden_store::now_ms()
             + i64::try_from(self.settings.bake.as_millis()).unwrap_or(i64::MAX);
         if let Some((older, _)) = state.warm.replace((Arc::clone(&previous), bake_ends)) {
@@ -557,11 +558,7 @@ impl Controller {
         });
         Outcome {
             action: "deployed".to_owned(),
-            from: state
-                .warm
-                .as_ref()
-                .map(|(p, _)| p.release.name.clone())
-                .unwrap_or_default(),
+            from: from_name,
             to: name,
             switch_ms,
             warm: false,

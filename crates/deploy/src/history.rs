@@ -20,6 +20,8 @@ pub const MARKED_BAD: &str = "release.marked_bad";
 /// A release with its state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReleaseState {
+    /// The release's name (serialized with the release itself, see [`Listed`]).
+    #[serde(skip)]
     pub name: String,
     /// `active`, `last known good`, `bad` or `recorded` (never deployed, or older).
     pub state: &'static str,
@@ -27,6 +29,15 @@ pub struct ReleaseState {
     pub bad_reason: Option<String>,
     /// When traffic last moved to it (unix ms).
     pub deployed_ms: Option<i64>,
+}
+
+/// A release with its state: one entry of `warden release list --json`.
+#[derive(Debug, Serialize)]
+pub struct Listed<'a> {
+    #[serde(flatten)]
+    pub release: &'a Release,
+    #[serde(flatten)]
+    pub state: &'a ReleaseState,
 }
 
 /// Activations and verdicts read from the event log, oldest first.

@@ -69,7 +69,8 @@ pub struct BenchReport {
     pub builds: Vec<TargetResult>,
 }
 
-const ITEM_BODY: &str = r#"{"title":"benchmark item","data":{"kind":"order","qty":3,"tags":["a","b","c"],"note":"naïve café — ünïcödé","nested":{"ok":true,"ratio":0.25}}}"#;
+/// The item the benchmarks create and read: JSON with nesting and non-ASCII text.
+pub const ITEM_BODY: &str = r#"{"title":"benchmark item","data":{"kind":"order","qty":3,"tags":["a","b","c"],"note":"naïve café — ünïcödé","nested":{"ok":true,"ratio":0.25}}}"#;
 
 struct ApiUnderTest {
     name: String,
@@ -79,25 +80,13 @@ struct ApiUnderTest {
     target: Target,
 }
 
-async fn start_api(
-    bin: &Path,
+/// Registers `email`, logs in and creates one item ([`ITEM_BODY`]); returns the
+/// session token and the item's id, for benchmarks that read it back.
+pub async fn sign_up_with_item(
     client: &reqwest::Client,
-    index: usize,
-) -> anyhow::Result<ApiUnderTest> {
-    let target = Target::start(bin, &[], &[]).await?;
-    let base = target.base.clone();
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let allocator = if metrics.contains("warden_heap_bytes") {
-        "jemalloc"
-    } else {
-        "system allocator"
-    };
-    let email = format!("bench{index}@example.com");
+    base: &str,
+    email: &str,
+) -> anyhow::Result<(String, i64)> {
     let credentials = serde_json::json!({"email": email, "password": "benchmark password 1"});
     let created = client
         .post(format!("{base}/v1/users"))
@@ -132,6 +121,29 @@ async fn start_api(
         .json()
         .await?;
     let item_id = item["id"].as_i64().context("no id in the created item")?;
+    Ok((token, item_id))
+}
+
+async fn start_api(
+    bin: &Path,
+    client: &reqwest::Client,
+    index: usize,
+) -> anyhow::Result<ApiUnderTest> {
+    let target = Target::start(bin, &[], &[]).await?;
+    let base = target.base.clone();
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let allocator = if metrics.contains("warden_heap_bytes") {
+        "jemalloc"
+    } else {
+        "system allocator"
+    };
+    let (token, item_id) =
+        sign_up_with_item(client, &base, &format!("bench{index}@example.com")).await?;
     Ok(ApiUnderTest {
         name: format!("{} ({allocator})", bin.display()),
         base,
@@ -232,20 +244,14 @@ async fn answered(
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
 fn summarise(runs: &[LoadReport]) -> Summary {
+    let median = |of: fn(&LoadReport) -> f64| {
+        crate::stats::median(&mut runs.iter().map(of).collect::<Vec<_>>())
+    };
     Summary {
-        requests_per_s: median(runs.iter().map(|r| r.requests_per_s).collect()),
-        p50_ms: median(runs.iter().map(|r| r.p50_ms).collect()),
-        p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
+        requests_per_s: median(|r| r.requests_per_s),
+        p50_ms: median(|r| r.p50_ms),
+        p99_ms: median(|r| r.p99_ms),
         errors: runs.iter().map(|r| r.errors).sum(),
         requests: runs.iter().map(|r| r.requests).sum(),
     }

@@ -658,17 +658,11 @@ fn release(command: ReleaseCommand) -> anyhow::Result<ExitCode> {
             let releases = store.releases()?;
             let states = warden_deploy::history::History::load(&store)?.states(&releases);
             if json {
-                // Each release's fields, plus its state, bad_reason and deployed_ms.
-                let mut list = Vec::new();
-                for (release, state) in releases.iter().zip(&states) {
-                    let mut entry = serde_json::to_value(release)?;
-                    if let (Some(entry), serde_json::Value::Object(state)) =
-                        (entry.as_object_mut(), serde_json::to_value(state)?)
-                    {
-                        entry.extend(state);
-                    }
-                    list.push(entry);
-                }
+                let list: Vec<_> = releases
+                    .iter()
+                    .zip(&states)
+                    .map(|(release, state)| warden_deploy::history::Listed { release, state })
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if releases.is_empty() {
                 println!("no releases yet: record one with `warden release add`");
