@@ -32,7 +32,10 @@ use anyhow::Context as _;
 use reqwest::StatusCode;
 use reqwest::header::AUTHORIZATION;
 use serde::Serialize;
-use warden_memtest::load::{self, LoadPlan, LoadReport};
+pub use warden_memtest::load::Side;
+use warden_memtest::load::{self, LoadPlan, LoadReport, summarise};
+pub use warden_memtest::nginx::find_nginx;
+use warden_memtest::nginx::{Nginx, nginx_version, stop_child};
 use warden_memtest::target::{Target, free_port};
 
 use crate::proxy::{Backend, Proxy, RELEASE_HEADER, Routes, Upstream};
@@ -81,22 +84,6 @@ pub struct BenchRollbackArgs {
     /// Print one JSON document on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Medians of one target over all rounds.
-#[derive(Debug, Clone, Serialize)]
-pub struct Side {
-    pub name: String,
-    pub requests_per_s: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    /// Requests that failed or got another answer than 200 with its body.
-    pub errors: u64,
-    pub requests: u64,
-    /// Throughput of each round, in order.
-    pub rounds_requests_per_s: Vec<f64>,
-    /// p99 of each round, in order.
-    pub rounds_p99_ms: Vec<f64>,
 }
 
 /// The report of `warden bench proxy`.
@@ -194,7 +181,9 @@ pub async fn run_proxy_bench(args: BenchProxyArgs, exe: &Path) -> anyhow::Result
         "Warden's proxy on {} ({workers} runtime threads)",
         warden.addr
     );
-    let nginx = Nginx::start(&nginx_bin, backend, workers, args.concurrency)?;
+    let nginx = Nginx::start(&nginx_bin, workers, NGINX_WORKER_CONNECTIONS, |listen| {
+        proxy_site(listen, backend, args.concurrency)
+    })?;
     eprintln!("{nginx_version} on {} ({workers} workers)", nginx.addr);
 
     let path = format!("/v1/items/{item_id}");
@@ -384,25 +373,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// The nearest-rank `q` quantile.
 fn quantile(mut values: Vec<f64>, q: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    if values.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * values.len() as f64).ceil() as usize;
-    values[rank.clamp(1, values.len()) - 1]
-}
-
-fn summarise(name: &str, runs: &[LoadReport]) -> Side {
-    Side {
-        name: name.to_owned(),
-        requests_per_s: median(runs.iter().map(|r| r.requests_per_s).collect()),
-        p50_ms: median(runs.iter().map(|r| r.p50_ms).collect()),
-        p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
-        errors: runs.iter().map(|r| r.errors).sum(),
-        requests: runs.iter().map(|r| r.requests).sum(),
-        rounds_requests_per_s: runs.iter().map(|r| r.requests_per_s).collect(),
-        rounds_p99_ms: runs.iter().map(|r| r.p99_ms).collect(),
-    }
+    warden_memtest::stats::quantile(&mut values, q)
 }
 
 /// Warden's proxy in this process, on event-loop threads of its own (like a
@@ -440,172 +411,18 @@ impl Drop for InProcessProxy {
     }
 }
 
-/// The nginx binary: the one given, else `nginx` on PATH, else the sbin directories
-/// (Debian puts it in /usr/sbin, which is not on an ordinary user's PATH).
-pub fn find_nginx(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(path) = given {
-        anyhow::ensure!(path.is_file(), "--nginx {}: no such file", path.display());
-        return Ok(path.to_owned());
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("nginx"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain(
-            [
-                "/usr/sbin/nginx",
-                "/usr/local/sbin/nginx",
-                "/usr/local/nginx/sbin/nginx",
-            ]
-            .map(PathBuf::from),
-        )
-        .find(|p| p.is_file())
-        .context(
-            "nginx is not installed: install Debian's nginx package (apt-get install nginx; \
-             scripts/test does it when run as root) or name the binary with --nginx PATH",
-        )
-}
+/// nginx's connections per worker: each proxied connection takes two.
+const NGINX_WORKER_CONNECTIONS: usize = 4096;
 
-/// `nginx -v`: "nginx/1.22.1".
-fn nginx_version(bin: &Path) -> anyhow::Result<String> {
-    let output = Command::new(bin)
-        .arg("-v")
-        .output()
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    // nginx prints its version on stderr.
-    let text = String::from_utf8_lossy(&output.stderr);
-    Ok(text
-        .trim()
-        .strip_prefix("nginx version: ")
-        .unwrap_or(text.trim())
-        .to_owned())
-}
-
-/// nginx as a reverse proxy to one backend, stopped (SIGTERM, then SIGKILL) when
-/// dropped. Its prefix, config, pid file and logs live in a temporary directory.
-struct Nginx {
-    addr: SocketAddr,
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn start(
-        bin: &Path,
-        backend: SocketAddr,
-        workers: usize,
-        concurrency: usize,
-    ) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("warden-bench-nginx-")
-            .tempdir()?;
-        // Run as root, nginx's workers switch to an unprivileged user, which must be
-        // able to enter the prefix.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        }
-        let addr = free_port()?;
-        let prefix = dir.path().display().to_string();
-        anyhow::ensure!(
-            !prefix.contains(['"', ';', '{', '}', '$', '\\']),
-            "the temporary directory {prefix} has characters nginx's config cannot hold"
-        );
-        let config = nginx_config(&prefix, addr, backend, workers, concurrency);
-        let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, config)?;
-        let stderr = std::fs::File::create(dir.path().join("stderr.log"))?;
-        let child = Command::new(bin)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        Ok(Self { addr, child, dir })
-    }
-
-    /// Waits until `url` answers anything (nginx is up), or says why nginx is not.
-    async fn wait_until_answering(
-        &self,
-        client: &reqwest::Client,
-        url: &str,
-    ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if client.get(url).send().await.is_ok() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                anyhow::bail!("nginx did not answer within 15 s: {}", self.log_tail());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let mut text = String::new();
-        for file in ["stderr.log", "error.log"] {
-            if let Ok(log) = std::fs::read_to_string(self.dir.path().join(file)) {
-                text.push_str(log.trim());
-                text.push(' ');
-            }
-        }
-        let text = text.trim();
-        let start = text.len().saturating_sub(600);
-        let start = (start..=text.len())
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(text.len());
-        text[start..].to_owned()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        stop_child(&mut self.child, Duration::from_secs(5));
-    }
-}
-
-/// The config: one upstream with keep-alive connections, HTTP/1.1 to it, the
-/// client's address in X-Forwarded-For (as Warden's proxy adds it), no access log,
-/// and keep-alive limits high enough that neither side of nginx reconnects during a
-/// run (Warden's proxy has no such limit).
-fn nginx_config(
-    prefix: &str,
-    listen: SocketAddr,
-    backend: SocketAddr,
-    workers: usize,
-    concurrency: usize,
-) -> String {
+/// nginx as a reverse proxy to one backend: one upstream with keep-alive
+/// connections, HTTP/1.1 to it, the client's address in X-Forwarded-For (as
+/// Warden's proxy adds it), and keep-alive limits high enough that neither side of
+/// nginx reconnects during a run (Warden's proxy has no such limit). The rest of
+/// the config is [`warden_memtest::nginx::config`]: no access log, and so on.
+fn proxy_site(listen: SocketAddr, backend: SocketAddr, concurrency: usize) -> String {
     let keepalive = concurrency.max(64);
     format!(
-        r#"worker_processes {workers};
-pid "{prefix}/nginx.pid";
-error_log "{prefix}/error.log" warn;
-events {{
-    worker_connections 4096;
-}}
-http {{
-    access_log off;
-    client_body_temp_path "{prefix}/client_body";
-    proxy_temp_path "{prefix}/proxy";
-    fastcgi_temp_path "{prefix}/fastcgi";
-    uwsgi_temp_path "{prefix}/uwsgi";
-    scgi_temp_path "{prefix}/scgi";
-    keepalive_requests 1000000;
-    upstream api {{
+        r#"    upstream api {{
         server {backend};
         keepalive {keepalive};
         keepalive_requests 1000000;
@@ -619,31 +436,8 @@ http {{
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         }}
     }}
-}}
 "#
     )
-}
-
-/// SIGTERM, up to `grace` to exit, then SIGKILL.
-fn stop_child(child: &mut Child, grace: Duration) {
-    if matches!(child.try_wait(), Ok(Some(_))) {
-        return;
-    }
-    if let Ok(pid) = i32::try_from(child.id()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 // ------------------------------------------------------------- rollback bench
@@ -974,13 +768,12 @@ mod tests {
 
     #[test]
     fn the_nginx_config_keeps_connections_to_the_instance() {
-        let config = nginx_config(
-            "/tmp/x",
+        let site = proxy_site(
             SocketAddr::from(([127, 0, 0, 1], 1000)),
             SocketAddr::from(([127, 0, 0, 1], 2000)),
-            2,
             16,
         );
+        let config = warden_memtest::nginx::config("/tmp/x", 2, NGINX_WORKER_CONNECTIONS, &site);
         assert!(config.contains("worker_processes 2;"));
         assert!(config.contains("server 127.0.0.1:2000;"));
         assert!(config.contains("keepalive 64;"));

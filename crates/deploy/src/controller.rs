@@ -19,6 +19,12 @@
 //!
 //! Old instances are **drained**: taken out of the proxy, given until the drain
 //! deadline to finish their in-flight requests, then stopped with SIGTERM.
+//!
+//! The controller also **stores the proxy's client windows** (distinct users and
+//! those affected, per minute): [`Controller::record_client_windows`] takes the
+//! ended ones from the proxy and writes them to the store, keeping them in memory
+//! while the store fails, and [`Controller::shutdown`] writes the current, partial
+//! one last.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -28,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warden_monitor::rules::{Phase, Transition};
-use warden_store::{NewEvent, Release, Store};
+use warden_store::{ClientWindow, NewEvent, Release, Store};
 
 use crate::history::{DEPLOYED, History, MARKED_BAD, ROLLED_BACK};
 use crate::proxy::{Backend, Routes, Upstream};
@@ -267,7 +273,12 @@ pub struct Controller {
     state: tokio::sync::Mutex<State>,
     /// The registry as last read, for when the store cannot be read.
     releases: Mutex<BTreeMap<String, Release>>,
+    /// Client windows taken from the proxy and not yet stored.
+    client_windows: Mutex<Vec<ClientWindow>>,
 }
+
+/// Client windows kept while the store fails: a day of minutes. Older ones go.
+const MAX_UNSTORED_WINDOWS: usize = 24 * 60;
 
 impl Controller {
     /// Starts `initial`'s instances and routes the proxy to them. The proxy waits
@@ -316,7 +327,70 @@ impl Controller {
                 history,
             }),
             releases: Mutex::new(releases),
+            client_windows: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Every `every`, takes the client windows that ended from the proxy and
+    /// writes them to the store. Runs until the task is dropped.
+    pub async fn record_client_windows(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let windows = self.context.proxy.take_closed_windows();
+            self.store_client_windows(windows).await;
+        }
+    }
+
+    /// Writes `windows` and any left from before; what fails to write is kept for
+    /// the next time (up to [`MAX_UNSTORED_WINDOWS`]).
+    async fn store_client_windows(&self, windows: Vec<ClientWindow>) {
+        let mut all = std::mem::take(
+            &mut *self
+                .client_windows
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        all.extend(windows);
+        if all.is_empty() {
+            return;
+        }
+        let store = self.context.store.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut failed = Vec::new();
+            let mut last_error = None;
+            for window in all {
+                if let Err(error) = store.record_client_window(&window) {
+                    last_error = Some(error);
+                    failed.push(window);
+                }
+            }
+            (failed, last_error)
+        })
+        .await;
+        let Ok((mut failed, last_error)) = written else {
+            tracing::error!("storing client windows failed; they are lost");
+            return;
+        };
+        if let Some(error) = last_error {
+            tracing::warn!(%error, windows = failed.len(), "could not store client windows; keeping them for the next try");
+        }
+        let mut kept = self
+            .client_windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        failed.append(&mut kept);
+        if failed.len() > MAX_UNSTORED_WINDOWS {
+            let dropped = failed.len() - MAX_UNSTORED_WINDOWS;
+            failed.sort_by_key(|w| w.start_ms);
+            failed.drain(..dropped);
+            tracing::error!(
+                dropped,
+                "client windows dropped: the store has been failing too long"
+            );
+        }
+        *kept = failed;
     }
 
     /// The registry's entry for `name`, from the store or, failing that, the cache.
@@ -740,7 +814,8 @@ impl Controller {
     }
 
     /// Stops every instance gracefully (SIGTERM, in-flight requests finish), for
-    /// when `warden up` stops.
+    /// when `warden up` stops, then stores the client windows, the current partial
+    /// one included.
     pub async fn shutdown(&self) {
         let state = self.state.lock().await;
         let mut stopping = tokio::task::JoinSet::new();
@@ -752,6 +827,9 @@ impl Controller {
             stopping.spawn(async move { pool.drain(Duration::from_secs(5)).await });
         }
         stopping.join_all().await;
+        drop(state);
+        self.store_client_windows(self.context.proxy.take_all_windows())
+            .await;
     }
 
     /// Rolls back automatically when an alert of the policy fires on a release in

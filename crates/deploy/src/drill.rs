@@ -57,7 +57,20 @@ pub struct DrillReport {
 }
 
 /// `warden up` as a child, stopped with SIGTERM when dropped.
-struct Up(tokio::process::Child);
+pub(crate) struct Up(pub(crate) tokio::process::Child);
+
+impl Up {
+    /// Stops it (SIGTERM, so it records what it still holds) and waits up to 30 s.
+    pub(crate) async fn stop(mut self) {
+        if let Some(pid) = self.0.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.0.wait()).await;
+    }
+}
 
 impl Drop for Up {
     fn drop(&mut self) {
@@ -144,7 +157,7 @@ pub async fn run(args: &DrillRollbackArgs, exe: &Path) -> anyhow::Result<DrillRe
     .context("warden up did not get ready within a minute")?;
     steps.push(step("warden up serving v1", started));
 
-    let users = Users::start(&http, &base).await?;
+    let users = Users::start(&http, &base, 4, Duration::from_millis(10)).await?;
     say("▶ 3. Deploy v2, the release with the leak.");
     let started = Instant::now();
     command(exe, &data, &console, &["deploy", "v2"], &say).await?;
@@ -169,7 +182,7 @@ pub async fn run(args: &DrillRollbackArgs, exe: &Path) -> anyhow::Result<DrillRe
     steps.push(step("leak visible on v2", started));
 
     say("▶ 5. Roll back to v1.");
-    let rollback_started = Instant::now();
+    let rollback_started = warden_store::now_ms();
     let rollback_args = ["rollback", "--reason", "drill: v2 leaks memory"];
     if args.auto {
         command(exe, &data, &console, &rollback_args, &say).await?;
@@ -185,7 +198,7 @@ pub async fn run(args: &DrillRollbackArgs, exe: &Path) -> anyhow::Result<DrillRe
     let back = users.all_on("v1", args.timeout).await;
     let all_on_v1 = back.is_some();
     let rollback_seconds = back.map_or(f64::NAN, |at| {
-        at.saturating_duration_since(rollback_started).as_secs_f64()
+        (at - rollback_started).max(0) as f64 / 1000.0
     });
     if all_on_v1 {
         say(&format!(
@@ -198,14 +211,14 @@ pub async fn run(args: &DrillRollbackArgs, exe: &Path) -> anyhow::Result<DrillRe
         what: "traffic back on v1".to_owned(),
         seconds: rollback_seconds,
     });
-    let (requests, failed) = users.stop().await;
+    let tally = users.stop().await;
     steps.push(step("whole drill", drill_started));
     Ok(DrillReport {
         steps,
         rollback_seconds,
-        requests,
-        failed_requests: failed,
-        passed: all_on_v1 && failed == 0,
+        requests: tally.requests,
+        failed_requests: tally.failed,
+        passed: all_on_v1 && tally.failed == 0,
     })
 }
 
@@ -229,7 +242,7 @@ pub fn render(report: &DrillReport) -> String {
     out
 }
 
-fn step(what: &str, since: Instant) -> Step {
+pub(crate) fn step(what: &str, since: Instant) -> Step {
     Step {
         what: what.to_owned(),
         seconds: since.elapsed().as_secs_f64(),
@@ -237,7 +250,7 @@ fn step(what: &str, since: Instant) -> Step {
 }
 
 /// Runs `warden ARGS` against the drill's `up`, printing it first.
-async fn command(
+pub(crate) async fn command(
     exe: &Path,
     data: &Path,
     console: &std::net::SocketAddr,
@@ -267,15 +280,15 @@ async fn command(
 }
 
 /// The arguments as one would type them in a shell.
-fn shell(args: &[&str]) -> String {
+pub(crate) fn shell(args: &[&str]) -> String {
     shlex::try_join(args.iter().copied()).unwrap_or_else(|_| args.join(" "))
 }
 
-fn free_port() -> anyhow::Result<std::net::SocketAddr> {
+pub(crate) fn free_port() -> anyhow::Result<std::net::SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> anyhow::Result<()>
+pub(crate) async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -307,24 +320,44 @@ async fn rss(http: &reqwest::Client, base: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// A few simulated users, each noting which release served its requests.
-struct Users {
+/// Simulated users, each with an account of its own, reading its items in a loop
+/// and now and then adding one; every response's release is noted.
+pub(crate) struct Users {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
-    /// The release of each response, newest last (bounded).
-    served: Arc<Mutex<Vec<(Instant, String)>>>,
+    /// Users that saw at least one failed request.
+    failed_users: Arc<AtomicU64>,
+    /// (unix ms, release) of each response, newest last (bounded).
+    served: Arc<Mutex<Vec<(i64, String)>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    count: usize,
+}
+
+/// What the users saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) struct Tally {
+    pub requests: u64,
+    pub failed: u64,
+    pub users: u64,
+    pub users_failed: u64,
 }
 
 impl Users {
-    async fn start(http: &reqwest::Client, base: &str) -> anyhow::Result<Self> {
+    /// Signs `count` users up and starts them; each waits `pause` between requests.
+    pub(crate) async fn start(
+        http: &reqwest::Client,
+        base: &str,
+        count: usize,
+        pause: Duration,
+    ) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
+        let failed_users = Arc::new(AtomicU64::new(0));
         let served = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        for n in 0..4 {
+        for n in 0..count {
             let user = serde_json::json!({
                 "email": format!("drill{n}@example.com"),
                 "password": "correct horse battery staple",
@@ -347,15 +380,25 @@ impl Users {
                 .context("the API gave no session token")?
                 .to_owned();
             let (http, base) = (http.clone(), base.to_owned());
-            let (stop, sent, failed, served) =
-                (stop.clone(), sent.clone(), failed.clone(), served.clone());
+            let (stop, sent, failed, failed_users, served) = (
+                stop.clone(),
+                sent.clone(),
+                failed.clone(),
+                failed_users.clone(),
+                served.clone(),
+            );
             tasks.push(tokio::spawn(async move {
+                let mut round = 0u64;
+                let mut saw_failure = false;
                 while !stop.load(Ordering::Relaxed) {
-                    let response = http
-                        .get(format!("{base}/v1/items"))
-                        .bearer_auth(&token)
-                        .send()
-                        .await;
+                    round += 1;
+                    let request = if round.is_multiple_of(10) {
+                        http.post(format!("{base}/v1/items"))
+                            .json(&serde_json::json!({"title": format!("note {round}"), "data": {"n": round}}))
+                    } else {
+                        http.get(format!("{base}/v1/items"))
+                    };
+                    let response = request.bearer_auth(&token).send().await;
                     sent.fetch_add(1, Ordering::Relaxed);
                     match response {
                         Ok(r) if r.status().is_success() => {
@@ -369,13 +412,17 @@ impl Users {
                             if served.len() > 10_000 {
                                 served.drain(..5_000);
                             }
-                            served.push((Instant::now(), release));
+                            served.push((warden_store::now_ms(), release));
                         }
                         _ => {
                             failed.fetch_add(1, Ordering::Relaxed);
+                            if !saw_failure {
+                                saw_failure = true;
+                                failed_users.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(pause).await;
                 }
             }));
         }
@@ -383,14 +430,16 @@ impl Users {
             stop,
             sent,
             failed,
+            failed_users,
             served,
             tasks,
+            count,
         })
     }
 
-    /// Waits until the last 20 responses all came from `release`; returns when the
-    /// first response of that unbroken run arrived.
-    async fn all_on(&self, release: &str, limit: Duration) -> Option<Instant> {
+    /// Waits until the last 20 responses all came from `release`; returns when (unix
+    /// ms) the first response of that unbroken run arrived.
+    pub(crate) async fn all_on(&self, release: &str, limit: Duration) -> Option<i64> {
         let deadline = Instant::now() + limit;
         loop {
             {
@@ -411,14 +460,31 @@ impl Users {
         }
     }
 
-    async fn stop(self) -> (u64, u64) {
+    /// When (unix ms) the first response from `release` at or after `since_ms` arrived.
+    pub(crate) async fn first_from(&self, release: &str, since_ms: i64) -> Option<i64> {
+        self.served
+            .lock()
+            .await
+            .iter()
+            .find(|(at, r)| *at >= since_ms && r == release)
+            .map(|(at, _)| *at)
+    }
+
+    /// Requests so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    pub(crate) async fn stop(self) -> Tally {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
             let _ = task.await;
         }
-        (
-            self.sent.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
+        Tally {
+            requests: self.sent.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            users: self.count as u64,
+            users_failed: self.failed_users.load(Ordering::Relaxed),
+        }
     }
 }

@@ -12,7 +12,8 @@
 //! - [`controller`] deploys (ready, switch, warm previous release, drain) and rolls
 //!   back, by hand or automatically on alerts during the bake window.
 //! - [`admin`] is the console's deploy API and the client of the CLI.
-//! - [`drill`] is `warden drill rollback`, the practice run.
+//! - [`drill`] is `warden drill rollback`, the practice run; [`drill_leak`] is
+//!   `warden drill leak`, the replay of the whole outage with its scorecard.
 //! - [`bench`] is `warden bench proxy` (the front proxy next to nginx) and
 //!   `warden bench rollback` (rollback time as users see it).
 
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod bench;
 pub mod controller;
 pub mod drill;
+pub mod drill_leak;
 pub mod history;
 pub mod proxy;
 pub mod release;

@@ -15,15 +15,33 @@
 //! drain knows when it can stop an instance without cutting a response. Every
 //! response from an instance carries the name of its release in
 //! [`RELEASE_HEADER`] (`x-warden-release`).
+//!
+//! **Users affected.** The proxy also counts the distinct clients it answers per
+//! time window (a minute by default, aligned to the clock), and those of them that
+//! got a failed response (a 5xx from the instance, the proxy's own 502/503/504, an
+//! instance that reset a streamed response) or a slow one (over the latency
+//! objective, 500 ms by default as the `LatencyHigh` alert). A client is an HMAC of
+//! its bearer token, else of its address, under a key kept in the data dir
+//! ([`client_key`]), so the same user is the same client across windows and
+//! restarts and no token is kept. Each event loop counts in a
+//! [`ClientSketch`](warden_store::ClientSketch) of its own (one uncontended lock per
+//! request); when a window ends they are merged, the gauges
+//! `warden_proxy_clients` and `warden_proxy_clients_affected` show it, and it waits
+//! in memory for the control plane to take it ([`Proxy::take_closed_windows`]) and
+//! store it. The proxy itself never touches the store.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
@@ -31,7 +49,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use sha2::Sha256;
 use tokio::sync::Notify;
+use warden_store::ClientWindow;
 
 /// The largest request body the proxy accepts (the API's own limit is lower).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -239,17 +259,35 @@ pub struct Proxy {
     /// timeout is shorter: this catches a hung or stopped instance).
     upstream_timeout: Duration,
     canary_draw: AtomicU64,
+    /// Distinct clients per window, and the affected ones.
+    clients: Arc<Clients>,
 }
 
 type ProxyBody = Either<Tracked, Full<Bytes>>;
 
 impl Proxy {
     /// A proxy routing to `routes`, its metrics registered in `registry`, giving an
-    /// instance `upstream_timeout` to answer.
+    /// instance `upstream_timeout` to answer. It counts clients with the default
+    /// window and objective under a random key (see [`Proxy::with_clients`]).
     pub fn new(
         routes: Routes,
         registry: &prometheus::Registry,
         upstream_timeout: Duration,
+    ) -> anyhow::Result<Arc<Self>> {
+        Self::with_clients(
+            routes,
+            registry,
+            upstream_timeout,
+            ClientCounting::default(),
+        )
+    }
+
+    /// [`Proxy::new`], counting clients as `counting` says.
+    pub fn with_clients(
+        routes: Routes,
+        registry: &prometheus::Registry,
+        upstream_timeout: Duration,
+        counting: ClientCounting,
     ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             routes: ArcSwap::from_pointee(routes),
@@ -258,7 +296,29 @@ impl Proxy {
             wait_for_instance: Duration::from_secs(10),
             upstream_timeout,
             canary_draw: AtomicU64::new(0),
+            clients: Arc::new(Clients::new(&counting, registry)?),
         }))
+    }
+
+    /// The client windows that have ended, merged over the event loops, oldest
+    /// first; each is handed out once. For the control plane to store.
+    #[must_use]
+    pub fn take_closed_windows(&self) -> Vec<ClientWindow> {
+        self.clients.take_closed(warden_store::now_ms())
+    }
+
+    /// Every client window, the current one too (ending now), for the last write
+    /// at shutdown. Counting goes on; requests after this land in a window that
+    /// starts where the current one did, which the store merges with this one.
+    #[must_use]
+    pub fn take_all_windows(&self) -> Vec<ClientWindow> {
+        self.clients.take_all(warden_store::now_ms())
+    }
+
+    /// A response slower than this marks its client affected.
+    #[must_use]
+    pub fn latency_objective(&self) -> Duration {
+        self.clients.objective
     }
 
     /// Replaces the routing table; every request from now on follows the new one.
@@ -303,8 +363,23 @@ impl Proxy {
                     .spawn(move || {
                         let result = runtime.block_on(async move {
                             let listener = tokio::net::TcpListener::from_std(listener)?;
+                            let shard = proxy.clients.shard();
+                            // One loop closes the windows of idle loops too, so
+                            // the gauges move on without traffic.
+                            let clients = Arc::clone(&proxy.clients);
+                            let closer = async move {
+                                if n > 0 {
+                                    return std::future::pending().await;
+                                }
+                                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                                loop {
+                                    tick.tick().await;
+                                    clients.sweep(warden_store::now_ms());
+                                }
+                            };
                             tokio::select! {
-                                () = proxy.accept_loop(listener) => {}
+                                () = proxy.accept_loop(listener, shard) => {}
+                                () = closer => {}
                                 _ = stop_rx.wait_for(|stop| *stop) => {}
                             }
                             anyhow::Ok(())
@@ -320,8 +395,9 @@ impl Proxy {
         })
     }
 
-    /// Accepts connections on this thread's runtime until the task is dropped.
-    async fn accept_loop(self: Arc<Self>, listener: tokio::net::TcpListener) {
+    /// Accepts connections on this thread's runtime until the task is dropped,
+    /// counting clients in `shard`.
+    async fn accept_loop(self: Arc<Self>, listener: tokio::net::TcpListener, shard: Arc<Shard>) {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -342,16 +418,16 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let (proxy, client) = (Arc::clone(&self), client.clone());
             // Computed once per connection, not per request.
-            let forwarded_for = HeaderValue::from_str(&peer.ip().to_string()).ok();
+            let connection = Arc::new(Connection {
+                forwarded_for: HeaderValue::from_str(&peer.ip().to_string()).ok(),
+                address_key: self.clients.address_key(peer.ip()),
+                shard: Arc::clone(&shard),
+            });
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
-                    let (proxy, client, forwarded_for) =
-                        (Arc::clone(&proxy), client.clone(), forwarded_for.clone());
-                    async move {
-                        Ok::<_, Infallible>(
-                            proxy.handle(&client, request, forwarded_for.as_ref()).await,
-                        )
-                    }
+                    let (proxy, client, connection) =
+                        (Arc::clone(&proxy), client.clone(), Arc::clone(&connection));
+                    async move { Ok::<_, Infallible>(proxy.handle(&client, request, &connection).await) }
                 });
                 if let Err(error) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -363,13 +439,47 @@ impl Proxy {
         }
     }
 
+    /// Answers one request and counts its client: affected when the answer is a
+    /// 5xx or slower than the objective (for a streamed body, when it ends).
     async fn handle(
         &self,
         client: &Client<HttpConnector, Full<Bytes>>,
         request: Request<Incoming>,
-        forwarded_for: Option<&HeaderValue>,
+        connection: &Connection,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
+        let who = self
+            .clients
+            .identify(request.headers(), connection.address_key);
+        let mut response = self
+            .forward(client, request, connection.forwarded_for.as_ref(), started)
+            .await;
+        let failed = response.status().is_server_error();
+        match response.body_mut() {
+            Either::Left(streamed) => {
+                streamed.mark = Some(Mark {
+                    clients: Arc::clone(&self.clients),
+                    shard: Arc::clone(&connection.shard),
+                    client: who,
+                    started,
+                    failed,
+                });
+            }
+            Either::Right(_) => {
+                let slow = started.elapsed() > self.clients.objective;
+                self.clients.record(&connection.shard, who, failed || slow);
+            }
+        }
+        response
+    }
+
+    async fn forward(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        request: Request<Incoming>,
+        forwarded_for: Option<&HeaderValue>,
+        started: Instant,
+    ) -> Response<ProxyBody> {
         let (mut parts, body) = request.into_parts();
         let body = if body.is_end_stream() {
             Bytes::new()
@@ -509,6 +619,7 @@ impl Proxy {
                         Either::Left(inner) => Either::Left(Tracked {
                             inner,
                             _guard: guard,
+                            mark: None,
                         }),
                         Either::Right(whole) => Either::Right(whole),
                     };
@@ -674,10 +785,32 @@ fn problem(status: StatusCode, detail: &str) -> Response<ProxyBody> {
     response
 }
 
-/// A response body that keeps its request counted in flight until it is done.
+/// A response body that keeps its request counted in flight until it is done, and
+/// counts its client when it is dropped (finished, failed or abandoned).
 struct Tracked {
     inner: Incoming,
     _guard: InflightGuard,
+    mark: Option<Mark>,
+}
+
+/// The client of a streamed response, counted when the body is done.
+struct Mark {
+    clients: Arc<Clients>,
+    shard: Arc<Shard>,
+    client: u64,
+    started: Instant,
+    /// A 5xx, or the instance failed mid-body.
+    failed: bool,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(mark) = self.mark.take() {
+            let slow = mark.started.elapsed() > mark.clients.objective;
+            mark.clients
+                .record(&mark.shard, mark.client, mark.failed || slow);
+        }
+    }
 }
 
 impl Body for Tracked {
@@ -688,7 +821,14 @@ impl Body for Tracked {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(_))) = &polled
+            && let Some(mark) = &mut this.mark
+        {
+            mark.failed = true;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -698,6 +838,347 @@ impl Body for Tracked {
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+// ------------------------------------------------------------------- clients
+
+/// What one accepted connection shares with its requests.
+struct Connection {
+    /// The peer's address, for `X-Forwarded-For`.
+    forwarded_for: Option<HeaderValue>,
+    /// The client key of the peer's address, for requests without a bearer token.
+    address_key: u64,
+    /// Where this event loop counts clients.
+    shard: Arc<Shard>,
+}
+
+/// How the proxy counts the users it serves (see the module documentation).
+#[derive(Clone)]
+pub struct ClientCounting {
+    /// Key of the HMAC that names clients. Keep it for a data dir ([`client_key`]):
+    /// windows counted under different keys cannot be unioned.
+    pub key: [u8; 32],
+    /// A response slower than this (until its last byte) marks its client affected.
+    pub latency_objective: Duration,
+    /// Length of a window; windows start at multiples of it since the Unix epoch,
+    /// so a minute is a clock minute.
+    pub window: Duration,
+}
+
+impl ClientCounting {
+    /// The `LatencyHigh` alert's default p99 threshold: a user who waited longer
+    /// than the alert tolerates was affected.
+    pub const DEFAULT_LATENCY_OBJECTIVE: Duration = Duration::from_millis(500);
+    /// A minute.
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+
+    /// Counting under `key` with the default objective and window.
+    #[must_use]
+    pub fn new(key: [u8; 32]) -> Self {
+        Self {
+            key,
+            latency_objective: Self::DEFAULT_LATENCY_OBJECTIVE,
+            window: Self::DEFAULT_WINDOW,
+        }
+    }
+}
+
+impl Default for ClientCounting {
+    /// A random key: fine for a proxy whose windows are not stored.
+    fn default() -> Self {
+        Self::new(rand::random())
+    }
+}
+
+impl std::fmt::Debug for ClientCounting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCounting")
+            .field("latency_objective", &self.latency_objective)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The file in the data dir holding the client key.
+pub const CLIENT_KEY_FILE: &str = "client-key";
+
+/// The client key of `data_dir`: read from [`CLIENT_KEY_FILE`] (64 hex digits), or
+/// made (random, owner-only) on first start. Deleting the file starts a new key;
+/// windows from before then no longer union with later ones.
+pub fn client_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = data_dir.join(CLIENT_KEY_FILE);
+    let parse = |text: &str| -> anyhow::Result<[u8; 32]> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut key).with_context(|| {
+            format!(
+                "{} is not a client key (64 hex digits); delete it to make a new one",
+                path.display()
+            )
+        })?;
+        Ok(key)
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return parse(&text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot read {}", path.display()));
+        }
+    }
+    let key: [u8; 32] = rand::random();
+    let mut file = tempfile::NamedTempFile::new_in(data_dir)
+        .with_context(|| format!("cannot write in {}", data_dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::io::Write::write_all(&mut file, hex::encode(key).as_bytes())?;
+    file.as_file().sync_all()?;
+    match file.persist_noclobber(&path) {
+        Ok(_) => Ok(key),
+        // Another process made it first: use theirs.
+        Err(error) if error.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            parse(&std::fs::read_to_string(&path)?)
+        }
+        Err(error) => Err(error.error).with_context(|| format!("cannot write {}", path.display())),
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Windows kept for the control plane at most; older ones are dropped (a proxy
+/// whose windows nobody takes, as in a benchmark, stays bounded).
+const MAX_CLOSED_WINDOWS: usize = 120;
+
+/// One event loop's window: only its own requests lock it, and the closer once
+/// a second.
+type Shard = Mutex<ClientWindow>;
+
+/// The proxy's client counting.
+struct Clients {
+    /// Keyed once; cloned per hash.
+    mac: HmacSha256,
+    objective: Duration,
+    window_ms: i64,
+    /// One per event loop.
+    shards: Mutex<Vec<Arc<Shard>>>,
+    closed: Mutex<Closed>,
+    clients_gauge: prometheus::IntGauge,
+    affected_gauge: prometheus::IntGauge,
+}
+
+/// Ended windows not yet taken, by start.
+struct Closed {
+    windows: BTreeMap<i64, ClientWindow>,
+    /// Start of the window the gauges show.
+    published: i64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Counting cannot be left half done by a panic in a way that matters.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Clients {
+    fn new(counting: &ClientCounting, registry: &prometheus::Registry) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            counting.window >= Duration::from_secs(1)
+                && counting.window <= Duration::from_secs(3600),
+            "the client window (--client-window, WARDEN_CLIENT_WINDOW) must be between 1s \
+             and 1h, got {:?}",
+            counting.window
+        );
+        anyhow::ensure!(
+            !counting.latency_objective.is_zero(),
+            "the latency objective (--latency-objective, WARDEN_LATENCY_OBJECTIVE) must be \
+             above zero"
+        );
+        let clients_gauge = prometheus::IntGauge::new(
+            "warden_proxy_clients",
+            "Distinct clients (by bearer token, else address) the front proxy answered in \
+             the last completed window (a minute by default). Not by release: a user \
+             during a canary may be served by both.",
+        )?;
+        let affected_gauge = prometheus::IntGauge::new(
+            "warden_proxy_clients_affected",
+            "Of warden_proxy_clients, those that got at least one failed (5xx, reset) or \
+             slow (over the latency objective) response.",
+        )?;
+        registry.register(Box::new(clients_gauge.clone()))?;
+        registry.register(Box::new(affected_gauge.clone()))?;
+        Ok(Self {
+            mac: <HmacSha256 as Mac>::new_from_slice(&counting.key)
+                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")),
+            objective: counting.latency_objective,
+            window_ms: i64::try_from(counting.window.as_millis()).unwrap_or(60_000),
+            shards: Mutex::new(Vec::new()),
+            closed: Mutex::new(Closed {
+                windows: BTreeMap::new(),
+                published: i64::MIN,
+            }),
+            clients_gauge,
+            affected_gauge,
+        })
+    }
+
+    /// Start of the window `at_ms` falls in.
+    fn window_start(&self, at_ms: i64) -> i64 {
+        at_ms - at_ms.rem_euclid(self.window_ms)
+    }
+
+    fn empty_window(&self, at_ms: i64) -> ClientWindow {
+        let start = self.window_start(at_ms);
+        ClientWindow::new(start, start.saturating_add(self.window_ms))
+    }
+
+    /// A new event loop's shard.
+    fn shard(&self) -> Arc<Shard> {
+        let shard = Arc::new(Mutex::new(self.empty_window(warden_store::now_ms())));
+        lock(&self.shards).push(Arc::clone(&shard));
+        shard
+    }
+
+    fn hash(&self, kind: u8, bytes: &[u8]) -> u64 {
+        let mut mac = self.mac.clone();
+        mac.update(&[kind]);
+        mac.update(bytes);
+        let digest = mac.finalize().into_bytes();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(first)
+    }
+
+    /// The client key of an address (IPv4-mapped IPv6 as IPv4).
+    fn address_key(&self, ip: IpAddr) -> u64 {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => self.hash(b'4', &v4.octets()),
+            IpAddr::V6(v6) => self.hash(b'6', &v6.octets()),
+        }
+    }
+
+    /// The client of a request: its bearer token's key, else its address's.
+    fn identify(&self, headers: &hyper::HeaderMap, address_key: u64) -> u64 {
+        match headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer(v.as_bytes()))
+        {
+            Some(token) => self.hash(b't', token),
+            None => address_key,
+        }
+    }
+
+    /// Counts `client` now in `shard`; when the shard's window has ended, it is
+    /// closed first.
+    fn record(&self, shard: &Shard, client: u64, affected: bool) {
+        let now = warden_store::now_ms();
+        let ended = {
+            let mut window = lock(shard);
+            // A request that read the clock before the closer moved the shard on
+            // counts in the newer window.
+            let ended = (self.window_start(now) > window.start_ms)
+                .then(|| std::mem::replace(&mut *window, self.empty_window(now)));
+            window.clients.insert(client);
+            if affected {
+                window.affected.insert(client);
+            }
+            ended
+        };
+        if let Some(ended) = ended {
+            self.close(ended);
+        }
+    }
+
+    /// Keeps an ended (or, at shutdown, the current) window of one loop, merged
+    /// with the other loops' share of it.
+    fn close(&self, window: ClientWindow) {
+        if window.clients.is_empty() {
+            return;
+        }
+        let mut closed = lock(&self.closed);
+        closed
+            .windows
+            .entry(window.start_ms)
+            .and_modify(|kept| kept.merge(&window))
+            .or_insert(window);
+        while closed.windows.len() > MAX_CLOSED_WINDOWS {
+            if let Some((start, _)) = closed.windows.pop_first() {
+                tracing::warn!(
+                    start_ms = start,
+                    "client window dropped: nobody took it for the store"
+                );
+            }
+        }
+    }
+
+    /// Closes the shards' windows that have ended by `now_ms` and shows the last
+    /// ended window on the gauges.
+    fn sweep(&self, now_ms: i64) {
+        let current = self.window_start(now_ms);
+        let shards = lock(&self.shards).clone();
+        for shard in shards {
+            let ended = {
+                let mut window = lock(&shard);
+                (window.start_ms < current)
+                    .then(|| std::mem::replace(&mut *window, self.empty_window(now_ms)))
+            };
+            if let Some(ended) = ended {
+                self.close(ended);
+            }
+        }
+        let last = current - self.window_ms;
+        let mut closed = lock(&self.closed);
+        if closed.published < last {
+            let (clients, affected) = closed.windows.get(&last).map_or((0, 0), |w| {
+                let clients = w.clients.estimate();
+                (clients, w.affected.estimate().min(clients))
+            });
+            self.clients_gauge
+                .set(i64::try_from(clients).unwrap_or(i64::MAX));
+            self.affected_gauge
+                .set(i64::try_from(affected).unwrap_or(i64::MAX));
+            closed.published = last;
+        }
+    }
+
+    /// [`Proxy::take_closed_windows`] at `now_ms`.
+    fn take_closed(&self, now_ms: i64) -> Vec<ClientWindow> {
+        self.sweep(now_ms);
+        let current = self.window_start(now_ms);
+        let mut closed = lock(&self.closed);
+        let open = closed.windows.split_off(&current);
+        std::mem::replace(&mut closed.windows, open)
+            .into_values()
+            .collect()
+    }
+
+    /// [`Proxy::take_all_windows`] at `now_ms`.
+    fn take_all(&self, now_ms: i64) -> Vec<ClientWindow> {
+        self.sweep(now_ms);
+        let shards = lock(&self.shards).clone();
+        for shard in shards {
+            let mut partial = {
+                let mut window = lock(&shard);
+                let fresh = ClientWindow::new(window.start_ms, window.end_ms);
+                std::mem::replace(&mut *window, fresh)
+            };
+            partial.end_ms = partial.end_ms.min(now_ms.max(partial.start_ms + 1));
+            self.close(partial);
+        }
+        std::mem::take(&mut lock(&self.closed).windows)
+            .into_values()
+            .collect()
+    }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header value.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, token) = value.split_at(space);
+    let token = token.trim_ascii();
+    (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]
@@ -790,7 +1271,269 @@ mod tests {
         assert_eq!(response.status(), 504);
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(backend.inflight(), 0, "the request is no longer counted");
+        // Its client was affected.
+        assert_eq!(union(&proxy.take_all_windows()), (1, 1));
         threads.stop();
         drop(silent);
+    }
+
+    /// Every window merged into one.
+    fn union(windows: &[ClientWindow]) -> (u64, u64) {
+        let mut all = ClientWindow::default();
+        for window in windows {
+            all.merge(window);
+        }
+        let clients = all.clients.estimate();
+        (clients, all.affected.estimate().min(clients))
+    }
+
+    /// An upstream like the API: `/ok`, `/fail` (500), `/slow` (300 ms) and `/big`
+    /// (a 200 kB body, streamed through the proxy).
+    async fn api_like() -> SocketAddr {
+        let app = axum::Router::new()
+            .route("/ok", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/fail",
+                axum::routing::get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "no") }),
+            )
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "late"
+                }),
+            )
+            .route("/big", axum::routing::get(|| async { "x".repeat(200_000) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    fn ready(release: &str, addr: SocketAddr) -> Routes {
+        let backend = Backend::new(release, addr);
+        backend.set_ready(true);
+        Routes::to(Upstream::new(release, vec![backend]))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn distinct_bearer_tokens_are_counted_and_failed_or_slow_ones_affected() {
+        let registry = prometheus::Registry::new();
+        let counting = ClientCounting {
+            latency_objective: Duration::from_millis(150),
+            ..ClientCounting::new([7; 32])
+        };
+        let proxy = Proxy::with_clients(
+            ready("v1", api_like().await),
+            &registry,
+            Duration::from_secs(60),
+            counting,
+        )
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let threads = proxy.spawn(listener, 2).unwrap();
+        // A connection per request, so requests land on both event loops.
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let get = |path: &str, token: Option<&str>| {
+            let request = http.get(format!("http://{addr}{path}"));
+            let request = match token {
+                Some(token) => request.bearer_auth(token),
+                None => request,
+            };
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.bytes().await.unwrap().len())
+            }
+        };
+        for token in ["alice", "bob", "carol"] {
+            for _ in 0..3 {
+                assert_eq!(get("/ok", Some(token)).await.0, 200);
+            }
+        }
+        assert_eq!(get("/ok", None).await.0, 200, "a client by address");
+        assert_eq!(get("/fail", Some("dave")).await.0, 500);
+        assert_eq!(get("/ok", Some("dave")).await.0, 200);
+        assert_eq!(get("/slow", Some("erin")).await.0, 200);
+        assert_eq!(get("/big", Some("frank")).await, (200, 200_000));
+        // The streamed body is counted when hyper drops it, just after the client
+        // has it all.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        // A window later, the gauges show the last ended window, and the windows
+        // are handed out once.
+        let later = warden_store::now_ms() + proxy.clients.window_ms;
+        proxy.clients.sweep(later);
+        let windows = proxy.clients.take_closed(later);
+        assert!(!windows.is_empty());
+        assert!(proxy.clients.take_closed(later).is_empty());
+        let last = windows.last().unwrap();
+        assert_eq!(
+            (
+                proxy.clients.clients_gauge.get(),
+                proxy.clients.affected_gauge.get()
+            ),
+            (
+                last.clients.estimate() as i64,
+                last.affected.estimate() as i64
+            )
+        );
+        // alice, bob, carol, the address, dave, erin, frank; dave (500) and erin
+        // (300 ms > 150 ms) affected.
+        assert_eq!(union(&windows), (7, 2));
+        let names: Vec<String> = registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        assert!(
+            names.iter().any(|n| n == "warden_proxy_clients"),
+            "{names:?}"
+        );
+        assert!(names.iter().any(|n| n == "warden_proxy_clients_affected"));
+        threads.stop();
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_resets_mid_body_marks_its_client_affected() {
+        // Promises 200 kB, sends 1 kB, closes.
+        let reset = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = reset.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut stream, _)) = reset.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let mut response = b"HTTP/1.1 200 OK\r\ncontent-length: 200000\r\n\r\n".to_vec();
+                response.extend_from_slice(&[b'x'; 1000]);
+                let _ = stream.write_all(&response).await;
+            }
+        });
+        let proxy = Proxy::new(
+            ready("v1", upstream),
+            &prometheus::Registry::new(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let threads = proxy.spawn(listener, 1).unwrap();
+        let response = reqwest::Client::new()
+            .get(format!("http://{addr}/big"))
+            .bearer_auth("grace")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.bytes().await.is_err(), "the body was cut");
+        let mut windows = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while union(&windows) != (1, 1) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            windows.extend(proxy.take_all_windows());
+        }
+        assert_eq!(union(&windows), (1, 1));
+        threads.stop();
+    }
+
+    #[test]
+    fn windows_close_when_they_end_and_all_are_taken_at_shutdown() {
+        let registry = prometheus::Registry::new();
+        let counting = ClientCounting {
+            window: Duration::from_secs(3600),
+            ..ClientCounting::new([1; 32])
+        };
+        let clients = Clients::new(&counting, &registry).unwrap();
+        let (a, b) = (clients.shard(), clients.shard());
+        clients.record(&a, 1, false);
+        clients.record(&b, 1, true);
+        clients.record(&b, 2, false);
+        let now = warden_store::now_ms();
+        // Nothing has ended yet.
+        assert!(clients.take_closed(now).is_empty());
+        assert_eq!(clients.clients_gauge.get(), 0);
+        // At shutdown the current window is taken, ending now, both loops merged.
+        let all = clients.take_all(now);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].start_ms, clients.window_start(now));
+        assert!(all[0].end_ms <= now.max(all[0].start_ms + 1));
+        assert_eq!(union(&all), (2, 1));
+        // Counting goes on in the same window.
+        clients.record(&a, 3, false);
+        let later = now + 3_600_000;
+        let rest = clients.take_closed(later);
+        assert_eq!(union(&rest), (1, 0));
+        assert_eq!(rest[0].start_ms, all[0].start_ms);
+        assert_eq!(clients.clients_gauge.get(), 1);
+        // An hour of no traffic later the gauges say so.
+        clients.sweep(later + 3_600_000);
+        assert_eq!(clients.clients_gauge.get(), 0);
+        // Bad settings are refused.
+        for bad in [
+            ClientCounting {
+                window: Duration::from_millis(10),
+                ..ClientCounting::new([1; 32])
+            },
+            ClientCounting {
+                latency_objective: Duration::ZERO,
+                ..ClientCounting::new([1; 32])
+            },
+        ] {
+            assert!(Clients::new(&bad, &prometheus::Registry::new()).is_err());
+        }
+    }
+
+    #[test]
+    fn clients_are_a_keyed_hash_of_the_bearer_token_else_the_address() {
+        let registry = prometheus::Registry::new();
+        let clients = Clients::new(&ClientCounting::new([3; 32]), &registry).unwrap();
+        let again =
+            Clients::new(&ClientCounting::new([3; 32]), &prometheus::Registry::new()).unwrap();
+        let other =
+            Clients::new(&ClientCounting::new([4; 32]), &prometheus::Registry::new()).unwrap();
+        let headers = |value: &str| {
+            let mut headers = hyper::HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            headers
+        };
+        let address = clients.address_key("127.0.0.1".parse().unwrap());
+        let token = clients.identify(&headers("Bearer abc"), address);
+        assert_eq!(clients.identify(&headers("bearer  abc "), address), token);
+        assert_eq!(again.identify(&headers("Bearer abc"), address), token);
+        assert_ne!(other.identify(&headers("Bearer abc"), address), token);
+        assert_ne!(clients.identify(&headers("Bearer abd"), address), token);
+        // No bearer token: the address.
+        for value in ["Basic dTpw", "Bearer", "Bearer ", "abc"] {
+            assert_eq!(clients.identify(&headers(value), address), address);
+        }
+        assert_eq!(clients.identify(&hyper::HeaderMap::new(), address), address);
+        assert_eq!(
+            clients.address_key("::ffff:127.0.0.1".parse().unwrap()),
+            address,
+            "an IPv4-mapped address is the IPv4 one"
+        );
+        assert_ne!(clients.address_key("127.0.0.2".parse().unwrap()), address);
+    }
+
+    #[test]
+    fn the_client_key_is_made_once_owner_only_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = client_key(dir.path()).unwrap();
+        let path = dir.path().join(CLIENT_KEY_FILE);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(client_key(dir.path()).unwrap(), key);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().len(), 64);
+        std::fs::write(&path, "not hex").unwrap();
+        let error = client_key(dir.path()).unwrap_err();
+        assert!(format!("{error:#}").contains("client-key"), "{error:#}");
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`load`] drives keep-alive connections, closed loop or at a fixed rate, for a
 //!   bounded time and records latency in an HDR histogram.
+//! - [`nginx`] runs nginx as the peer of the side-by-side benchmarks.
 //! - [`target`] starts an API process (or attaches to a running one) and reads its
 //!   memory: heap from `/metrics`, RSS from `/proc`.
 //! - [`scenario`] is the realistic workload the memory test repeats in rounds.
@@ -18,6 +19,7 @@ pub mod chart;
 pub mod gate;
 pub mod load;
 pub mod memtest;
+pub mod nginx;
 pub mod scenario;
 pub mod stats;
 pub mod target;

@@ -122,3 +122,38 @@ where
         p99_ms: total.value_at_quantile(0.99) as f64 / 1000.0,
     })
 }
+
+/// One target of a side-by-side benchmark over interleaved rounds: medians over the
+/// rounds, totals, and each round's figures in order.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Side {
+    pub name: String,
+    pub requests_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Requests that failed or got another answer than expected.
+    pub errors: u64,
+    pub requests: u64,
+    /// Throughput of each round, in order.
+    pub rounds_requests_per_s: Vec<f64>,
+    /// p99 of each round, in order.
+    pub rounds_p99_ms: Vec<f64>,
+}
+
+/// Summarises the rounds `runs` of target `name` into a [`Side`].
+#[must_use]
+pub fn summarise(name: &str, runs: &[LoadReport]) -> Side {
+    let median = |pick: fn(&LoadReport) -> f64| {
+        crate::stats::median(&mut runs.iter().map(pick).collect::<Vec<_>>())
+    };
+    Side {
+        name: name.to_owned(),
+        requests_per_s: median(|r| r.requests_per_s),
+        p50_ms: median(|r| r.p50_ms),
+        p99_ms: median(|r| r.p99_ms),
+        errors: runs.iter().map(|r| r.errors).sum(),
+        requests: runs.iter().map(|r| r.requests).sum(),
+        rounds_requests_per_s: runs.iter().map(|r| r.requests_per_s).collect(),
+        rounds_p99_ms: runs.iter().map(|r| r.p99_ms).collect(),
+    }
+}

@@ -130,6 +130,17 @@ pub fn median(values: &mut [f64]) -> f64 {
     median_of_sorted(values)
 }
 
+/// The nearest-rank `q` quantile of `values` (`0 < q <= 1`), sorting them in
+/// place; `0.0` for an empty slice.
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    if values.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
+}
+
 fn median_of_sorted(sorted: &[f64]) -> f64 {
     let n = sorted.len();
     if n == 0 {
@@ -344,6 +355,15 @@ mod tests {
         // y = [1, 1, 2, 2, 3]: two tie groups of 2 → Var = (5·4·15 - 2·2·1·9)/18 = 264/18.
         let points = [(1.0, 1.0), (2.0, 1.0), (3.0, 2.0), (4.0, 2.0), (5.0, 3.0)];
         assert!(close(mann_kendall_variance(&points), 264.0 / 18.0, 1e-12));
+    }
+
+    #[test]
+    fn quantiles_use_the_nearest_rank() {
+        let mut values: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert!((quantile(&mut values, 0.9) - 18.0).abs() < 1e-9);
+        assert!((quantile(&mut values, 1.0) - 20.0).abs() < 1e-9);
+        assert!((quantile(&mut values, 0.0) - 1.0).abs() < 1e-9);
+        assert!(quantile(&mut [], 0.9).abs() < 1e-9);
     }
 
     #[test]

@@ -216,18 +216,15 @@ impl MonitorStatus {
     }
 }
 
-/// Runs the monitoring loop until the task is dropped. `targets` is the current list
-/// of instances (the supervisor updates it); the config's extra targets are added.
-pub async fn run(
-    config: MonitorConfig,
-    store: Store,
-    mut targets: watch::Receiver<Vec<Target>>,
-    status: MonitorStatus,
-) -> anyhow::Result<()> {
-    let mut scraper = Scraper::new(config.monitor.scrape_timeout, &config.monitor.keep_metrics)?;
-    let mut engine = Engine::new(config.alerts.clone());
-    let deliveries = store.clone();
-    let dispatcher = Dispatcher::new(
+/// The notifiers of `config` behind one dispatcher; each delivery is recorded as a
+/// `notification.delivery` event in `store`. Alerts go through it, and so can
+/// anything else that must reach the on-call channel (the status page's update
+/// reminders).
+///
+/// # Errors
+/// A notifier's settings are unusable.
+pub fn dispatcher(config: &MonitorConfig, store: Store) -> anyhow::Result<Dispatcher> {
+    Dispatcher::new(
         config.notifiers.clone(),
         RetryPolicy::default(),
         config.monitor.repeat_interval,
@@ -238,14 +235,28 @@ pub async fn run(
                 payload: serde_json::to_value(&delivery).unwrap_or_default(),
             };
             // The sink runs on a runtime worker: keep SQLite's sync off it.
-            let store = deliveries.clone();
+            let store = store.clone();
             tokio::task::spawn_blocking(move || {
                 if let Err(error) = store.append_event(&event) {
                     tracing::warn!(%error, "could not record a notification delivery");
                 }
             });
         }),
-    )?;
+    )
+}
+
+/// Runs the monitoring loop until the task is dropped. `targets` is the current list
+/// of instances (the supervisor updates it); the config's extra targets are added.
+/// Alerts are sent through `dispatcher` (see [`dispatcher`]).
+pub async fn run(
+    config: MonitorConfig,
+    store: Store,
+    mut targets: watch::Receiver<Vec<Target>>,
+    status: MonitorStatus,
+    dispatcher: Dispatcher,
+) -> anyhow::Result<()> {
+    let mut scraper = Scraper::new(config.monitor.scrape_timeout, &config.monitor.keep_metrics)?;
+    let mut engine = Engine::new(config.alerts.clone());
     let retention = Retention {
         raw_ms: millis(config.monitor.raw_retention),
         rollup_ms: millis(config.monitor.retention),

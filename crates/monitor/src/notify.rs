@@ -91,6 +91,7 @@ use serde::{Deserialize, Serialize};
 
 pub use channel::{ChannelConfig, SmtpTls};
 pub use dispatch::Dispatcher;
+pub use email::smtp_transport;
 pub use webhook::{SIGNATURE_HEADER, signature_header, verify_signature};
 
 /// Bound on every network call a notifier makes: one HTTP request, or one whole SMTP

@@ -44,6 +44,12 @@ pub struct AutomationConfig {
     /// How long no alert may fire before the incident is resolved.
     #[serde(with = "humantime_serde")]
     pub resolve_after: Duration,
+    /// Remind the on-call channel (the monitor's `[[notifiers]]`) when an open
+    /// incident has had no update for this long, and again each time as long
+    /// again passes; `0s` turns reminders off. Applies to every incident, however
+    /// it was opened, and also when `enabled` is false.
+    #[serde(with = "humantime_serde")]
+    pub remind_after: Duration,
 }
 
 impl Default for AutomationConfig {
@@ -62,6 +68,7 @@ impl Default for AutomationConfig {
             .collect(),
             components: Vec::new(),
             resolve_after: Duration::from_secs(600),
+            remind_after: Duration::from_secs(30 * 60),
         }
     }
 }

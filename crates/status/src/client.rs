@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::components::SetComponent;
 use crate::incidents::{OpenIncident, UpdateIncident};
 use crate::maintenance::{ScheduleMaintenance, UpdateMaintenance};
+use crate::postmortem::PublishPostmortem;
 use crate::statuspage::{ComponentJson, ComponentsDocument, IncidentJson, IncidentsDocument};
 
 /// A client of one console.
@@ -91,6 +92,23 @@ impl AdminClient {
         self.send(
             reqwest::Method::POST,
             &["api", "admin", "incidents", id, "resolve"],
+            Some(request),
+        )
+        .await
+    }
+
+    /// `POST /api/admin/incidents/{id}/postmortem`.
+    ///
+    /// # Errors
+    /// As [`AdminClient::open_incident`].
+    pub async fn publish_postmortem(
+        &self,
+        id: &str,
+        request: &PublishPostmortem,
+    ) -> anyhow::Result<IncidentJson> {
+        self.send(
+            reqwest::Method::POST,
+            &["api", "admin", "incidents", id, "postmortem"],
             Some(request),
         )
         .await

@@ -28,6 +28,8 @@ pub struct StatusConfig {
     pub templates: Templates,
     /// `[automation]`: incidents opened and moved by alerts and rollbacks.
     pub automation: crate::automation::AutomationConfig,
+    /// `[subscribers]`: sign-up, email and delivery of notifications to subscribers.
+    pub subscribers: crate::subscribers::SubscribersConfig,
 }
 
 /// `[page]`.
@@ -299,6 +301,7 @@ impl Default for StatusConfig {
             maintenance: MaintenanceConfig::default(),
             templates: Templates::default(),
             automation: crate::automation::AutomationConfig::default(),
+            subscribers: crate::subscribers::SubscribersConfig::default(),
         }
     }
 }
@@ -391,6 +394,7 @@ impl StatusConfig {
         if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
             return Err("maintenance.check_interval: use between 100ms and 1h".into());
         }
+        self.subscribers.validate()?;
         for (key, template) in self.templates.all() {
             if template.trim().is_empty() {
                 return Err(format!("templates.{key}: must not be empty"));

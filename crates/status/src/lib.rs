@@ -32,9 +32,11 @@
 //! event log do not care who writes.
 
 pub mod automation;
+pub mod bench;
 pub mod client;
 pub mod components;
 pub mod config;
+pub mod deliver;
 pub mod export;
 pub mod feed;
 pub mod http;
@@ -42,7 +44,11 @@ pub mod incidents;
 pub mod maintenance;
 pub mod model;
 pub mod page;
+pub mod postmortem;
+pub mod reminders;
+pub mod signup;
 pub mod statuspage;
+pub mod subscribers;
 pub mod uptime;
 
 pub use config::StatusConfig;
@@ -155,20 +161,52 @@ pub(crate) fn datetime(ms: i64) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
+/// What [`start`] connects the status page to.
+pub struct Wiring {
+    /// The token every admin request must present.
+    pub admin_token: String,
+    /// Where links in notifications point when `[page] url` is not set: the
+    /// console's address, e.g. `http://127.0.0.1:8081`.
+    pub base_url: String,
+    /// The on-call channel (the monitor's notifiers), reminded of incidents that
+    /// wait for an update.
+    pub on_call: Option<warden_monitor::notify::Dispatcher>,
+}
+
 /// Everything `warden up` needs for the status page: brings the stored components
-/// in line with `config`, starts the maintenance clock and the incident automation
-/// (tasks on the current runtime), and returns the console's routes.
+/// in line with `config`, starts the maintenance clock, the incident automation,
+/// the update reminders and subscriber delivery (tasks on the current runtime),
+/// and returns the console's routes.
+///
+/// # Errors
+/// The components cannot be recorded, or the subscriber email settings are unusable.
 pub fn start(
     store: warden_store::Store,
     config: StatusConfig,
-    admin_token: &str,
+    wiring: Wiring,
 ) -> anyhow::Result<axum::Router> {
     let config = std::sync::Arc::new(config);
     components::sync(&store, &config, warden_store::now_ms())
         .map_err(|e| anyhow::anyhow!("status page: cannot record the components: {e}"))?;
+    let sender = deliver::Sender::new(config.clone(), &wiring.base_url)?;
     tokio::spawn(maintenance::run_clock(store.clone(), config.clone()));
     tokio::spawn(automation::run(store.clone(), config.clone()));
-    Ok(http::router(store, config, admin_token))
+    tokio::spawn(deliver::run(store.clone(), sender));
+    if let Some(on_call) = wiring.on_call {
+        tokio::spawn(reminders::run(
+            store.clone(),
+            config.clone(),
+            on_call,
+            wiring.base_url.clone(),
+        ));
+    }
+    Ok(
+        http::router(store.clone(), config.clone(), &wiring.admin_token).merge(signup::router(
+            store,
+            config,
+            &wiring.admin_token,
+        )),
+    )
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ struct StatusPage<'a> {
     upcoming: Vec<IncidentView>,
     history: Vec<IncidentView>,
     uptime_note: &'static str,
+    /// The email sign-up form; empty when it is closed (and in a static export).
+    subscribe_href: String,
 }
 
 #[derive(Template)]
@@ -44,6 +46,8 @@ struct IncidentPage<'a> {
     page_name: &'a str,
     links: PageLinks,
     incident: IncidentView,
+    /// The published postmortem's page, empty when none (or in a static export).
+    postmortem_href: String,
 }
 
 struct PageLinks {
@@ -149,6 +153,11 @@ pub fn render_status(
             .map(|i| incident_view(snapshot, links, i))
             .collect(),
         uptime_note: UPTIME_NOTE,
+        subscribe_href: if links.static_files || !config.subscribers.email_signup_open() {
+            String::new()
+        } else {
+            links.root("subscribe")
+        },
     }
     .render()
 }
@@ -163,10 +172,15 @@ pub fn render_incident(
     links: &Links,
     incident: &StatusIncident,
 ) -> Result<String, askama::Error> {
+    let postmortem_href = match snapshot.postmortem(&incident.id) {
+        Some(_) if !links.static_files => links.postmortem(&incident.id),
+        _ => String::new(),
+    };
     IncidentPage {
         page_name: &config.page.name,
         links: page_links(links),
         incident: incident_view(snapshot, links, incident),
+        postmortem_href,
     }
     .render()
 }

@@ -15,13 +15,16 @@
 //!
 //! As on Statuspage, `incident_updates` are newest first, times are RFC 3339 with
 //! milliseconds, and scheduled maintenances carry `scheduled_for` and
-//! `scheduled_until` (incidents do not). `deliver_notifications` is `false` until
-//! subscribers exist.
+//! `scheduled_until` (incidents do not). `deliver_notifications` is `true`: every
+//! update is sent to the subscribers of its components (see [`crate::deliver`]).
+//! An incident whose postmortem is published also carries `postmortem_body`
+//! (Markdown) and `postmortem_published_at`, the names Statuspage's manage API gives
+//! them; until then they are absent.
 
 use serde::{Deserialize, Serialize};
 use warden_store::{
-    ComponentChange, IncidentQuery, KIND_INCIDENT, KIND_MAINTENANCE, StatusComponent,
-    StatusIncident, Store,
+    ComponentChange, IncidentQuery, KIND_INCIDENT, KIND_MAINTENANCE, PublishedPostmortem,
+    StatusComponent, StatusIncident, Store,
 };
 
 use crate::model::{ComponentStatus, Impact, IncidentStatus, Indicator, MaintenanceStatus};
@@ -44,6 +47,8 @@ pub struct Snapshot {
     pub incidents: Vec<StatusIncident>,
     /// The most recent maintenances plus every unfinished one, newest first.
     pub maintenances: Vec<StatusIncident>,
+    /// The published postmortems of those incidents.
+    pub postmortems: Vec<PublishedPostmortem>,
 }
 
 impl Snapshot {
@@ -76,13 +81,29 @@ impl Snapshot {
             recent.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
             Ok(recent)
         };
+        let incidents = list(KIND_INCIDENT, &["resolved", "postmortem"])?;
+        let postmortems = match incidents.iter().map(|i| i.created_ms).min() {
+            Some(oldest) => store
+                .status_postmortems(oldest)?
+                .into_iter()
+                .filter(|p| incidents.iter().any(|i| i.id == p.incident_id))
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(Self {
             now_ms,
             components,
             changes: store.status_component_changes(window)?,
-            incidents: list(KIND_INCIDENT, &["resolved", "postmortem"])?,
+            incidents,
             maintenances: list(KIND_MAINTENANCE, &["completed"])?,
+            postmortems,
         })
+    }
+
+    /// The published postmortem of incident `id`, if it is in the snapshot.
+    #[must_use]
+    pub fn postmortem(&self, id: &str) -> Option<&PublishedPostmortem> {
+        self.postmortems.iter().find(|p| p.incident_id == id)
     }
 
     /// The page's overall state: the worst of the component states, the impact of
@@ -188,6 +209,13 @@ impl Links {
         } else {
             format!("{}/status/incidents/{id}", self.base)
         }
+    }
+
+    /// The page of incident `id`'s published postmortem, served by the console
+    /// (static exports carry the postmortem in the JSON's `postmortem_body` only).
+    #[must_use]
+    pub fn postmortem(&self, id: &str) -> String {
+        format!("{}/status/incidents/{id}/postmortem", self.base)
     }
 
     /// The status page.
@@ -352,6 +380,14 @@ pub struct IncidentJson {
     /// Maintenances: when the window closes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_until: Option<String>,
+    /// Incidents: the published postmortem (Markdown), as Statuspage's manage API
+    /// names it; absent until published, so the public documents keep the public
+    /// API's shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmortem_body: Option<String>,
+    /// Incidents: when the postmortem was published; absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmortem_published_at: Option<String>,
 }
 
 /// `summary.json`.
@@ -527,7 +563,7 @@ impl<'a> Documents<'a> {
                             })
                             .collect()
                     }),
-                    deliver_notifications: false,
+                    deliver_notifications: true,
                     custom_tweet: None,
                     tweet_id: None,
                 })
@@ -546,6 +582,14 @@ impl<'a> Documents<'a> {
                 .then_some(incident.scheduled_until_ms)
                 .flatten()
                 .map(json_time),
+            postmortem_body: self
+                .snapshot
+                .postmortem(&incident.id)
+                .map(|p| p.body.clone()),
+            postmortem_published_at: self
+                .snapshot
+                .postmortem(&incident.id)
+                .map(|p| json_time(p.published_ms)),
         }
     }
 

@@ -27,8 +27,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+mod clients;
 mod status;
+mod subscribers;
+pub use clients::*;
 pub use status::*;
+pub use subscribers::*;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +256,10 @@ const MIGRATIONS: &[&str] = &[
         display_ms INTEGER NOT NULL
     );
     CREATE INDEX status_incident_updates_incident ON status_incident_updates (incident_id);",
+    // 4: status page subscribers and their deliveries; incidents' postmortems.
+    subscribers::MIGRATION,
+    // 5: distinct clients seen by the front proxy, per window.
+    clients::MIGRATION,
 ];
 
 /// A release as recorded in the registry: immutable once added.
@@ -507,28 +515,24 @@ impl Store {
                     filter.kind_prefix.as_deref().unwrap_or(""),
                     filter.newest.map_or(-1, i64::from),
                 ],
-                |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, Option<String>>(3)?,
-                        row.get::<_, String>(4)?,
-                    ))
-                },
+                raw_event,
             )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter()
-            .map(|(id, at_ms, kind, release, payload)| {
-                Ok(Event {
-                    id,
-                    at_ms,
-                    kind,
-                    release,
-                    payload: serde_json::from_str(&payload)?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(decode_event).collect()
+    }
+
+    /// Up to `limit` events after event `after_id`, oldest first: how a follower of
+    /// the log reads on from where it stopped.
+    pub fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at_ms, kind, release, payload FROM events
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![after_id, limit], raw_event)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(decode_event).collect()
     }
 
     /// Adds `release`; fails with [`Error::Exists`] when the name is taken, because
@@ -618,6 +622,29 @@ impl Store {
             .optional()?
             .flatten())
     }
+}
+
+/// An event row before its payload is parsed.
+type RawEvent = (i64, i64, String, Option<String>, String);
+
+fn raw_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEvent> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn decode_event((id, at_ms, kind, release, payload): RawEvent) -> Result<Event> {
+    Ok(Event {
+        id,
+        at_ms,
+        kind,
+        release,
+        payload: serde_json::from_str(&payload)?,
+    })
 }
 
 fn series_id(conn: &Connection, name: &str, labels: &str) -> Result<i64> {

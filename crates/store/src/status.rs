@@ -203,11 +203,62 @@ impl Store {
     pub fn status_incident(&self, id: &str) -> Result<Option<StatusIncident>> {
         incident(&self.conn(), id)
     }
+
+    /// The published postmortem of incident `id`, if it has one.
+    pub fn status_postmortem(&self, id: &str) -> Result<Option<PublishedPostmortem>> {
+        postmortem(&self.conn(), id)
+    }
+
+    /// The published postmortems of the incidents created at or after `since_ms`.
+    pub fn status_postmortems(&self, since_ms: i64) -> Result<Vec<PublishedPostmortem>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, postmortem_body, postmortem_published_ms FROM status_incidents
+             WHERE postmortem_published_ms IS NOT NULL AND postmortem_body IS NOT NULL
+               AND created_ms >= ?1
+             ORDER BY created_ms DESC, id DESC",
+        )?;
+        let rows = stmt
+            .query_map(params![since_ms], postmortem_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+}
+
+/// An incident's published postmortem (Statuspage's `postmortem_body` and
+/// `postmortem_published_at`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPostmortem {
+    /// The incident it belongs to.
+    pub incident_id: String,
+    /// The text (Markdown).
+    pub body: String,
+    /// When it was (last) published (unix ms).
+    pub published_ms: i64,
+}
+
+fn postmortem_row(row: &Row<'_>) -> rusqlite::Result<PublishedPostmortem> {
+    Ok(PublishedPostmortem {
+        incident_id: row.get(0)?,
+        body: row.get(1)?,
+        published_ms: row.get(2)?,
+    })
+}
+
+fn postmortem(conn: &Connection, id: &str) -> Result<Option<PublishedPostmortem>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, postmortem_body, postmortem_published_ms FROM status_incidents
+             WHERE id = ?1 AND postmortem_published_ms IS NOT NULL
+               AND postmortem_body IS NOT NULL",
+        )?
+        .query_row(params![id], postmortem_row)
+        .optional()?)
 }
 
 /// The status tables inside one transaction of [`Store::status_write`].
 pub struct StatusTx<'a> {
-    tx: Transaction<'a>,
+    pub(crate) tx: Transaction<'a>,
 }
 
 impl std::fmt::Debug for StatusTx<'_> {
@@ -400,6 +451,22 @@ impl StatusTx<'_> {
             return Err(Error::Exists(format!("incident update {:?}", update.id)));
         }
         Ok(())
+    }
+
+    /// The published postmortem of incident `id`, if it has one.
+    pub fn postmortem(&self, id: &str) -> Result<Option<PublishedPostmortem>> {
+        postmortem(&self.tx, id)
+    }
+
+    /// Stores the postmortem of incident `id` as published at `published_ms`,
+    /// replacing an earlier one; returns false when there is no such incident.
+    pub fn set_postmortem(&self, id: &str, body: &str, published_ms: i64) -> Result<bool> {
+        let changed = self.tx.execute(
+            "UPDATE status_incidents SET postmortem_body = ?2, postmortem_published_ms = ?3
+             WHERE id = ?1",
+            params![id, body, published_ms],
+        )?;
+        Ok(changed > 0)
     }
 
     /// Appends an event to the log, in this transaction.
@@ -727,5 +794,44 @@ mod tests {
             tx.add_update(&update)
         });
         assert!(matches!(result, Err(Error::Exists(_))));
+    }
+
+    #[test]
+    fn a_postmortem_is_stored_replaced_and_listed() {
+        let store = Store::in_memory().unwrap();
+        store
+            .status_write(|tx| {
+                tx.put_incident(&incident("a", 10, "resolved"))?;
+                tx.put_incident(&incident("b", 20, "resolved"))
+            })
+            .unwrap();
+        assert_eq!(store.status_postmortem("a").unwrap(), None);
+        let missing = store
+            .status_write(|tx| tx.set_postmortem("nope", "# x", 30))
+            .unwrap();
+        assert!(!missing);
+        store
+            .status_write(|tx| tx.set_postmortem("a", "# first", 30))
+            .unwrap();
+        store
+            .status_write(|tx| tx.set_postmortem("a", "# second", 40))
+            .unwrap();
+        let stored = store.status_postmortem("a").unwrap().unwrap();
+        assert_eq!(
+            (stored.body.as_str(), stored.published_ms),
+            ("# second", 40)
+        );
+        assert_eq!(
+            store.status_postmortems(0).unwrap(),
+            std::slice::from_ref(&stored)
+        );
+        assert!(store.status_postmortems(15).unwrap().is_empty());
+        // Reading the incident itself is unchanged by it.
+        assert_eq!(
+            store.status_incident("a").unwrap().unwrap().status,
+            "resolved"
+        );
+        let in_tx = store.status_write(|tx| tx.postmortem("a")).unwrap();
+        assert_eq!(in_tx, Some(stored));
     }
 }

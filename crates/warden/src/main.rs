@@ -6,6 +6,7 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod deps;
+mod postmortem_cli;
 mod status_cli;
 
 use std::path::PathBuf;
@@ -120,6 +121,11 @@ enum Command {
     /// /history.atom and /history.rss.
     #[command(subcommand)]
     Status(status_cli::StatusCommand),
+    /// Draft the postmortem of an incident from the event log and the stored series
+    /// (`warden postmortem INCIDENT`: summary, root cause candidates with the
+    /// dependency changes and memory evidence, timeline, resolution, checklist), or
+    /// publish it on the status page (`warden postmortem publish INCIDENT`).
+    Postmortem(postmortem_cli::PostmortemArgs),
     /// Benchmarks, side by side with their peers in one run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -131,6 +137,12 @@ enum DrillCommand {
     /// --auto, itself) rolling back, while simulated users send requests. Exit 1
     /// when traffic did not get back to the good release or a request failed.
     Rollback(warden_deploy::drill::DrillRollbackArgs),
+    /// Replay the outage Warden was built from: users on v1, then v2 — its JSON
+    /// crate updated, leaking on every request — deployed with --force. Prints the
+    /// timeline (leak alert, automatic rollback, incident opened, updated and
+    /// resolved, subscribers notified, postmortem drafted) and a scorecard next to
+    /// the original outage. Exit 1 when a goal is missed.
+    Leak(warden_deploy::drill_leak::DrillLeakArgs),
 }
 
 /// How to reach the running `warden up`.
@@ -268,6 +280,15 @@ struct UpArgs {
     /// (above the API's own --request-timeout: it catches a hung instance).
     #[arg(long, env = "WARDEN_UPSTREAM_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     upstream_timeout: std::time::Duration,
+    /// A response slower than this (to its last byte) counts its user as affected,
+    /// like a failed one, in warden_proxy_clients_affected and the stored windows
+    /// the postmortem reads; the default is the LatencyHigh alert's threshold.
+    #[arg(long, env = "WARDEN_LATENCY_OBJECTIVE", value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+    latency_objective: std::time::Duration,
+    /// The window the proxy counts distinct users in (1s to 1h, aligned to the
+    /// clock); one row per window in the store.
+    #[arg(long, env = "WARDEN_CLIENT_WINDOW", value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    client_window: std::time::Duration,
     /// How long a new release's instances get to answer /readyz.
     #[arg(long, env = "WARDEN_READY_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     ready_timeout: std::time::Duration,
@@ -358,6 +379,10 @@ enum BenchCommand {
     /// request through the proxy is served by the old release, over repeated
     /// deploys and rollbacks of a scratch `warden up` (goal: median under 1 s).
     Rollback(warden_deploy::bench::BenchRollbackArgs),
+    /// The status page under a herd of readers (1,000 connections, no cached ETag)
+    /// next to nginx serving the exported page as a static file, same load,
+    /// interleaved rounds (goals: throughput ≥ 0.5 × nginx's, p99 < 50 ms).
+    Status(warden_status::bench::BenchStatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -387,6 +412,15 @@ fn main() -> ExitCode {
                 }
                 Ok(verdict(report.passed))
             }
+            Command::Drill(DrillCommand::Leak(args)) => {
+                let card = warden_deploy::drill_leak::run(&args, &std::env::current_exe()?).await?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&card)?);
+                } else {
+                    print!("{}", warden_deploy::drill_leak::render(&card));
+                }
+                Ok(verdict(card.passed))
+            }
             Command::BuildInfo => {
                 println!("{}", serde_json::to_string(&BUILD)?);
                 Ok(ExitCode::SUCCESS)
@@ -395,6 +429,7 @@ fn main() -> ExitCode {
             Command::Deps(command) => deps::run(command),
             Command::Incident(command) => status_cli::incident(command).await,
             Command::Status(command) => status_cli::status(command).await,
+            Command::Postmortem(args) => postmortem_cli::run(args).await,
             Command::Bench(BenchCommand::Api(args)) => {
                 let exe = std::env::current_exe()?;
                 warden_memtest::bench::run_api_bench(args, &exe)
@@ -428,6 +463,14 @@ fn main() -> ExitCode {
                 let exe = std::env::current_exe()?;
                 until_interrupted(async {
                     warden_deploy::bench::run_rollback_bench(args, &exe)
+                        .await
+                        .map(verdict)
+                })
+                .await
+            }
+            Command::Bench(BenchCommand::Status(args)) => {
+                until_interrupted(async {
+                    warden_status::bench::run_status_bench(args)
                         .await
                         .map(verdict)
                 })
@@ -502,10 +545,16 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let (targets, targets_rx) = tokio::sync::watch::channel(Vec::new());
     let status = warden_monitor::control::MonitorStatus::new()?;
     let placeholder = warden_deploy::proxy::Upstream::new(&initial.name, Vec::new());
-    let proxy = warden_deploy::proxy::Proxy::new(
+    let counting = warden_deploy::proxy::ClientCounting {
+        key: warden_deploy::proxy::client_key(&args.data_dir)?,
+        latency_objective: args.latency_objective,
+        window: args.client_window,
+    };
+    let proxy = warden_deploy::proxy::Proxy::with_clients(
         warden_deploy::proxy::Routes::to(placeholder),
         status.registry(),
         args.upstream_timeout,
+        counting,
     )?;
     let context = warden_deploy::supervisor::Context {
         store: store.clone(),
@@ -522,13 +571,37 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     let controller = warden_deploy::controller::Controller::start(context, settings, &initial)?;
     let alerts = status.transitions();
-    let monitor = warden_monitor::control::run(config, store.clone(), targets_rx, status.clone());
-    let status_page = status_cli::console(&args.data_dir, store.clone(), &token)?;
+    let on_call = warden_monitor::control::dispatcher(&config, store.clone())?;
+    let monitor = warden_monitor::control::run(
+        config,
+        store.clone(),
+        targets_rx,
+        status.clone(),
+        on_call.clone(),
+    );
+    let status_page = status_cli::console(
+        &args.data_dir,
+        store.clone(),
+        warden_status::Wiring {
+            admin_token: token.clone(),
+            base_url: format!("http://{}", args.console),
+            on_call: Some(on_call),
+        },
+    )?;
     let console_routes = warden_monitor::control::console(store, status)
         .merge(warden_deploy::admin::router(controller.clone(), &token))
         .merge(status_page);
-    let console = axum::serve(console, console_routes);
+    // The client address limits sign-ups on the status page.
+    let console = axum::serve(
+        console,
+        console_routes.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    );
     tokio::spawn(controller.clone().watch_alerts(alerts));
+    tokio::spawn(
+        controller
+            .clone()
+            .record_client_windows(std::time::Duration::from_secs(5)),
+    );
     let proxy_threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let mut proxy_loops = proxy.spawn(proxy_listener.into_std()?, proxy_threads)?;
     tracing::info!(

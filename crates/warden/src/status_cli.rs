@@ -208,11 +208,11 @@ fn component_change(text: &str) -> Result<(String, ComponentStatus), String> {
 pub(crate) fn console(
     data_dir: &Path,
     store: warden_store::Store,
-    token: &str,
+    wiring: warden_status::Wiring,
 ) -> anyhow::Result<axum::Router> {
     let explicit = std::env::var_os("WARDEN_STATUS_CONFIG").map(PathBuf::from);
     let path = StatusConfig::locate(explicit.as_deref(), data_dir);
-    warden_status::start(store, StatusConfig::load(path.as_deref())?, token)
+    warden_status::start(store, StatusConfig::load(path.as_deref())?, wiring)
 }
 
 fn client(console: &ConsoleArgs, needs_token: bool) -> anyhow::Result<AdminClient> {

@@ -19,7 +19,7 @@
 //! A bad query is a 400 that says what is accepted. When the store cannot be read
 //! the page still renders, says so, and answers 503; the details go to the log.
 
-mod chart;
+pub mod chart;
 mod data;
 
 use std::fmt::Write as _;

@@ -293,7 +293,7 @@ fn http_url(url: &str) -> anyhow::Result<Url> {
     Ok(parsed)
 }
 
-fn is_loopback(host: &str) -> bool {
+pub(super) fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host
             .trim_matches(|c| c == '[' || c == ']')

@@ -9,6 +9,40 @@ use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use super::channel::{AttemptError, Secret};
 use super::{NETWORK_TIMEOUT, Notification, SmtpTls, human_time, truncate};
 
+/// An SMTP transport to `host:port`, protected as `tls` says, logging in with
+/// `credentials` (user, password) when given; each session is bounded by
+/// [`NETWORK_TIMEOUT`]. Credentials over plain text are refused unless the server is
+/// on loopback.
+///
+/// # Errors
+/// Clear-text credentials to another machine, or TLS parameters that cannot be built.
+pub fn smtp_transport(
+    host: &str,
+    port: u16,
+    tls: SmtpTls,
+    credentials: Option<(String, String)>,
+) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    if credentials.is_some() && tls == SmtpTls::None && !super::channel::is_loopback(host) {
+        anyhow::bail!(
+            "`tls` is \"none\" with credentials for {host}: the password would cross the \
+             network in clear text; use \"starttls\" or \"tls\""
+        );
+    }
+    let tls = match tls {
+        SmtpTls::None => Tls::None,
+        SmtpTls::Starttls => Tls::Required(TlsParameters::new(host.to_owned())?),
+        SmtpTls::Tls => Tls::Wrapper(TlsParameters::new(host.to_owned())?),
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .tls(tls)
+        .timeout(Some(NETWORK_TIMEOUT));
+    if let Some((user, password)) = credentials {
+        builder = builder.credentials(Credentials::new(user, password));
+    }
+    Ok(builder.build())
+}
+
 pub(super) struct Email {
     /// Holds the credentials; never shown.
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -25,20 +59,9 @@ impl Email {
         from: Mailbox,
         to: Vec<Mailbox>,
     ) -> anyhow::Result<Self> {
-        let tls = match tls {
-            SmtpTls::None => Tls::None,
-            SmtpTls::Starttls => Tls::Required(TlsParameters::new(host.to_owned())?),
-            SmtpTls::Tls => Tls::Wrapper(TlsParameters::new(host.to_owned())?),
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(port)
-            .tls(tls)
-            .timeout(Some(NETWORK_TIMEOUT));
-        if let Some((user, Secret(password))) = credentials {
-            builder = builder.credentials(Credentials::new(user, password));
-        }
+        let credentials = credentials.map(|(user, Secret(password))| (user, password));
         Ok(Self {
-            transport: builder.build(),
+            transport: smtp_transport(host, port, tls, credentials)?,
             from,
             to,
         })

@@ -1,0 +1,498 @@
+//! Status page subscribers end to end, against a real `warden up`: email through a
+//! real SMTP server (aiosmtpd) with double opt-in and unsubscribe links, signed
+//! webhooks to an HTTP receiver, a failing webhook quarantined, each update
+//! delivered exactly once across a restart, the update-cadence reminder reaching
+//! the on-call notifier, and the sign-up form's anti-abuse limits.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../monitor/tests/smtp/mod.rs"]
+mod smtp;
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use smtp::SmtpServer;
+use support::{Up, wait_ready};
+
+const TOKEN: &str = "subscriber-test-admin-token";
+
+/// What the HTTP receiver got: (path, headers, body).
+type Received = Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>;
+
+/// An HTTP receiver on loopback: `/broken` answers 500, anything else 200.
+async fn receiver() -> (String, Received) {
+    let received: Received = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/{path}",
+            axum::routing::post(
+                |State(seen): State<Received>,
+                 Path(path): Path<String>,
+                 headers: HeaderMap,
+                 body: Bytes| async move {
+                    seen.lock().unwrap().push((path.clone(), headers, body));
+                    if path == "broken" {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    }
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, received)
+}
+
+fn bodies(received: &Received, path: &str) -> Vec<(HeaderMap, Value)> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _, _)| p == path)
+        .map(|(_, h, b)| (h.clone(), serde_json::from_slice(b).unwrap()))
+        .collect()
+}
+
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The first `/subscriptions/<token>/<action>` link in `text`.
+fn link(text: &str, action: &str) -> String {
+    text.split_whitespace()
+        .find(|w| w.contains("/subscriptions/") && w.ends_with(action))
+        .unwrap_or_else(|| panic!("no {action} link in {text}"))
+        .to_owned()
+}
+
+struct Console {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Console {
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "{path}: {status} {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    async fn subscriber_state(&self, kind: &str, address: &str) -> String {
+        let list = self
+            .admin(reqwest::Method::GET, "/api/admin/subscribers", None)
+            .await;
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == kind && s["address"] == address)
+            .map(|s| s["state"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    async fn sign_up(&self, form: &str) -> (StatusCode, String) {
+        let response = self
+            .http
+            .post(format!("{}/subscribe", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    }
+}
+
+fn start(dir: &std::path::Path, receiver: &str) -> (Up, String) {
+    let config = format!(
+        "[[notifiers]]\ntype = \"webhook\"\nname = \"on-call\"\nurl = \"{receiver}/oncall\"\n"
+    );
+    let args = ["--admin-token", TOKEN, "--replicas", "1"];
+    let (up, _api, console) = Up::start(dir, &config, false, &args);
+    (up, format!("http://127.0.0.1:{console}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_hear_of_each_update_exactly_once_across_a_restart() {
+    let Some(smtp) = SmtpServer::start() else {
+        return;
+    };
+    let (hooks, received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(
+        dir.path().join("data/status.toml"),
+        format!(
+            "[automation]\nremind_after = \"3s\"\n\n\
+             [subscribers]\nattempts = 2\ninitial_backoff = \"200ms\"\nmax_backoff = \"1s\"\n\
+             quarantine_after = 2\nsignups_per_client_per_hour = 4\n\n\
+             [subscribers.smtp]\nhost = \"127.0.0.1\"\nport = {}\n\
+             from = \"Warden status <status@example.com>\"\n",
+            smtp.port
+        ),
+    )
+    .unwrap();
+    let (up, base) = start(dir.path(), &hooks);
+    let console = Console {
+        http: reqwest::Client::new(),
+        base,
+    };
+    wait_ready(&console.http, &format!("{}/status", console.base)).await;
+
+    // Double opt-in: the sign-up only sends a confirmation.
+    let (status, page) = console
+        .sign_up("email=Ann%40Example.com&components=api&website=")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Check your inbox"), "{page}");
+    let (_, confirmation) = eventually("the confirmation email", || {
+        smtp.messages().into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        console.subscriber_state("email", "ann@example.com").await,
+        "pending"
+    );
+    let confirm = link(&confirmation, "confirm");
+    // Following the link shows a button; only the POST confirms.
+    let page = console.http.get(&confirm).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(
+        console.subscriber_state("email", "ann@example.com").await,
+        "pending"
+    );
+    let done = console.http.post(&confirm).send().await.unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    assert_eq!(
+        console.subscriber_state("email", "ann@example.com").await,
+        "active"
+    );
+
+    // Webhooks are added by an operator; the secret is shown once.
+    let hook = console
+        .admin(
+            reqwest::Method::POST,
+            "/api/admin/subscribers",
+            Some(
+                json!({"url": format!("{hooks}/hook"), "secret": "a-shared-secret-of-some-length"}),
+            ),
+        )
+        .await;
+    assert_eq!(hook["secret"], "a-shared-secret-of-some-length");
+    let other_component = console
+        .admin(
+            reqwest::Method::POST,
+            "/api/admin/subscribers",
+            Some(json!({"url": format!("{hooks}/auth-only"), "components": ["authentication"]})),
+        )
+        .await;
+    assert_eq!(other_component["state"], "active");
+    console
+        .admin(
+            reqwest::Method::POST,
+            "/api/admin/subscribers",
+            Some(json!({"url": format!("{hooks}/broken")})),
+        )
+        .await;
+
+    // No subscriber data on the public faces.
+    let page = console
+        .http
+        .get(format!("{}/status", console.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("/subscribe\">Get email updates</a>"),
+        "{page}"
+    );
+    for path in [
+        "/status",
+        "/api/v2/summary.json",
+        "/history.atom",
+        "/subscribe",
+    ] {
+        let text = console
+            .http
+            .get(format!("{}{path}", console.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            !text.contains("ann@example.com") && !text.contains(&hooks),
+            "{path}"
+        );
+    }
+    let anonymous = console
+        .http
+        .get(format!("{}/api/admin/subscribers", console.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    // An incident on the API: the email and the API's webhooks hear of it.
+    let incident = console
+        .admin(
+            reqwest::Method::POST,
+            "/api/admin/incidents",
+            Some(json!({"name": "Errors on the API", "components": {"api": "partial_outage"}})),
+        )
+        .await;
+    let id = incident["id"].as_str().unwrap().to_owned();
+    eventually("the first webhook", || {
+        (bodies(&received, "hook").len() == 1).then_some(())
+    })
+    .await;
+    let (headers, payload) = bodies(&received, "hook").remove(0);
+    assert_eq!(payload["incident"]["id"], id.as_str());
+    assert_eq!(payload["incident"]["status"], "investigating");
+    assert_ne!(payload["page"]["status_indicator"], "none");
+    assert!(
+        payload["meta"]["unsubscribe"]
+            .as_str()
+            .unwrap()
+            .contains("/subscriptions/")
+    );
+    let raw = received
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(p, _, _)| p == "hook")
+        .map(|(_, _, b)| b.clone())
+        .unwrap();
+    let signature = headers["x-warden-signature"].to_str().unwrap();
+    assert!(warden_monitor::notify::verify_signature(
+        "a-shared-secret-of-some-length",
+        signature,
+        &raw,
+        std::time::SystemTime::now(),
+        Duration::from_secs(300),
+    ));
+    let (headers, body) =
+        eventually("the incident email", || smtp.messages().into_iter().nth(1)).await;
+    assert!(
+        headers.contains("Subject: [Warden] Errors on the API: Investigating"),
+        "{headers}"
+    );
+    assert!(headers.contains("List-Unsubscribe: <http"), "{headers}");
+    assert!(
+        headers.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+        "{headers}"
+    );
+    assert!(body.contains(&format!("/status/incidents/{id}")), "{body}");
+    assert!(body.contains("/subscriptions/"), "{body}");
+
+    // The update-cadence reminder reaches the on-call notifier.
+    let (_, reminder) = eventually("the on-call reminder", || {
+        bodies(&received, "oncall").into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        reminder["alerts"][0]["labels"]["alertname"],
+        "IncidentUpdateDue"
+    );
+    assert_eq!(reminder["alerts"][0]["labels"]["incident"], id.as_str());
+
+    // The broken webhook is tried `attempts` times per delivery, then quarantined.
+    eventually("the quarantine", || {
+        let tries = received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _, _)| p == "broken")
+            .count();
+        (tries >= 2).then_some(())
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while console
+        .subscriber_state("webhook", &format!("{hooks}/broken"))
+        .await
+        != "quarantined"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the broken webhook was not quarantined"
+        );
+        // Another update gives it another delivery to fail.
+        console
+            .admin(
+                reqwest::Method::POST,
+                &format!("/api/admin/incidents/{id}/updates"),
+                Some(json!({"status": "identified"})),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let broken_tries = || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _, _)| p == "broken")
+            .count()
+    };
+    let quarantined_at = broken_tries();
+
+    // Restart, then more updates.
+    let settled = |n: usize| {
+        let hooks_seen = bodies(&received, "hook").len();
+        (hooks_seen == n).then_some(())
+    };
+    let updates_so_far = console
+        .admin(reqwest::Method::GET, "/api/v2/incidents.json", None)
+        .await["incidents"][0]["incident_updates"]
+        .as_array()
+        .unwrap()
+        .len();
+    eventually("every update before the restart", || {
+        settled(updates_so_far)
+    })
+    .await;
+    drop(up);
+    let (_up, base) = start(dir.path(), &hooks);
+    let console = Console {
+        http: console.http,
+        base,
+    };
+    wait_ready(&console.http, &format!("{}/status", console.base)).await;
+    console
+        .admin(
+            reqwest::Method::POST,
+            &format!("/api/admin/incidents/{id}/updates"),
+            Some(json!({"status": "monitoring", "components": {"api": "operational"}})),
+        )
+        .await;
+    console
+        .admin(
+            reqwest::Method::POST,
+            &format!("/api/admin/incidents/{id}/resolve"),
+            Some(json!({})),
+        )
+        .await;
+    let total = updates_so_far + 2;
+    eventually("every update after the restart", || settled(total)).await;
+    let expected_emails = 1 + total;
+    eventually("every email", || {
+        (smtp.messages().len() == expected_emails).then_some(())
+    })
+    .await;
+    // A little longer: nothing more may arrive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Exactly once: one webhook and one email per update, none repeated.
+    let hook_updates: Vec<String> = bodies(&received, "hook")
+        .iter()
+        .map(|(h, p)| {
+            format!(
+                "{}:{}",
+                h["x-warden-delivery"].to_str().unwrap(),
+                p["incident"]["incident_updates"][0]["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(hook_updates.len(), total, "{hook_updates:?}");
+    assert_eq!(
+        hook_updates.iter().collect::<BTreeSet<_>>().len(),
+        total,
+        "{hook_updates:?}"
+    );
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), expected_emails);
+    let ids: BTreeSet<String> = messages
+        .iter()
+        .filter_map(|(h, _)| {
+            h.lines()
+                .find(|l| l.starts_with("Message-ID:"))
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(ids.len(), expected_emails, "{ids:?}");
+    assert!(
+        messages
+            .last()
+            .unwrap()
+            .0
+            .contains("Errors on the API: Resolved")
+    );
+    // The authentication-only webhook heard nothing of an API incident; the
+    // quarantined one was not tried again.
+    assert!(bodies(&received, "auth-only").is_empty());
+    assert_eq!(broken_tries(), quarantined_at);
+
+    // One-click unsubscribe (the link of the last email: the console moved to
+    // another port on restart): nothing more by email; webhooks still hear.
+    let unsubscribe = link(&messages.last().unwrap().1, "unsubscribe");
+    let gone = console.http.post(&unsubscribe).send().await.unwrap();
+    assert_eq!(gone.status(), StatusCode::OK);
+    console
+        .admin(
+            reqwest::Method::POST,
+            "/api/admin/incidents",
+            Some(json!({"name": "Slow sign-in", "components": {"authentication": "degraded_performance"}})),
+        )
+        .await;
+    eventually("the auth-only webhook", || {
+        (!bodies(&received, "auth-only").is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.messages().len(), expected_emails);
+
+    // Anti-abuse: a filled hidden field changes nothing; a client gets a few
+    // sign-ups an hour (this one has used one), then a 429.
+    let (status, _) = console
+        .sign_up("email=robot%40example.com&website=http%3A%2F%2Fspam")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        console.subscriber_state("email", "robot@example.com").await,
+        ""
+    );
+    let (status, page) = console.sign_up("email=not-an-address").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{page}");
+    let mut codes = Vec::new();
+    for n in 0..5 {
+        codes.push(
+            console
+                .sign_up(&format!("email=user{n}%40example.com"))
+                .await
+                .0
+                .as_u16(),
+        );
+    }
+    // Four an hour: the bad address used one (every attempt counts; the count is
+    // in memory, so the restart forgot Ann's).
+    assert_eq!(codes, [200, 200, 200, 429, 429]);
+}
