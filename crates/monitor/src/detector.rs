@@ -42,16 +42,31 @@
 //!    at least `min_rate_bytes_per_s`. [`Assessment::exhaustion_in`] reports the
 //!    forecast at the fitted rate.
 //!
-//! # Five time scales
+//! # Eleven time scales
 //!
 //! A fast leak must be caught in minutes, a slow one needs a long look before it
 //! stands out of the noise. So the test runs on the whole `window` (60 min by
-//! default) and on its last three quarters, half, quarter and sixth (45, 30, 15 and
-//! 10 min), longest first, and the series leaks if a scale says so — unless a
-//! longer scale with enough data says memory is not growing (its slope is not
-//! positive: a shorter rise is wander back up from a dip) or that its growth is
+//! default) and on its latest 55, 50, ... down to 10 min (shorter by a twelfth of
+//! the window at a time), longest first, and the series leaks if a scale says so —
+//! unless a longer scale with enough data says memory is not growing (its slope is
+//! not positive: a shorter rise is wander back up from a dip) or that its growth is
 //! dying down (its second rise is below half its first, and the first was gradual
-//! rather than one jump: the tail of a warm-up or of a cache fill).
+//! rather than one jump: the tail of a warm-up or of a cache fill). A scale shorter
+//! than the window is only tried when there is history before it to compare with
+//! (the new-high check of step 3): the first minutes of a process are its warm-up,
+//! and to any one short look a warm-up is a leak. A new process is therefore judged
+//! after about 10 minutes (a sixth of the window), a process that has been running
+//! as soon as a scale sees its leak.
+//!
+//! # Sawtooth teeth
+//!
+//! Under GC or allocator teeth longer than a scale's sub-intervals, a sub-interval
+//! that falls on a tooth's slope has no trough in it, and its floor follows the
+//! tooth. So the teeth are measured first: a drop between two samples more than
+//! five times the ordinary sample-to-sample change (and not the fall after a
+//! one-sample spike) ends a tooth, and with at least four of them in the window,
+//! each floor is the lowest sample within 1.25 tooth periods around its
+//! sub-interval rather than within the sub-interval alone.
 //!
 //! A cache that keeps filling at a steady rate for longer than the shortest scale
 //! plus `for` is, to anything that only sees memory, a leak that stopped: the alert
@@ -59,9 +74,9 @@
 //!
 //! # Cost
 //!
-//! Linear in the points of the window, plus at most ten Theil–Sen fits on 24 floors
-//! (276 pairwise slopes each): about 15 µs per call on 15-second samples (release
-//! build), measured by the benchmark's half a million calls.
+//! Linear in the points of the window for each scale, plus at most eleven Theil–Sen
+//! fits on 24 floors (276 pairwise slopes each, twice when the floors are serially
+//! correlated).
 //!
 //! # Input
 //!
@@ -86,9 +101,9 @@ use warden_memtest::stats::{self, Trend};
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct LeakRule {
-    /// History a verdict looks at. The test also runs on its last 3/4, 1/2, 1/4 and
-    /// 1/6, so fast leaks are caught in about a sixth of it. Default 60 min (callers
-    /// should pass at least this much history).
+    /// History a verdict looks at. The test also runs on its last 11/12, 10/12, ...
+    /// down to 2/12, so fast leaks are caught in about a sixth of it. Default 60 min
+    /// (callers should pass at least this much history).
     #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// Fire only if memory is forecast to reach its limit within this. Default 2 h.
@@ -248,8 +263,24 @@ const NOISE_TOLERANCE: f64 = 0.5;
 /// A longer scale whose second rise is below this fraction of its first (a gradual
 /// one) vetoes the shorter ones: growth dying down.
 const SLOWING: f64 = 0.5;
-/// The time scales, as fractions of the rule's window, longest first.
-const SCALES: [f64; 5] = [1.0, 0.75, 0.5, 0.25, 1.0 / 6.0];
+/// The time scales: the rule's whole window, then shorter by a twelfth of it at a
+/// time (5 min of the default hour) down to a sixth (10 min).
+const SCALE_STEPS: u32 = 12;
+const SHORTEST_SCALE_STEPS: u32 = 2;
+
+/// The spans of the time scales of a `window` (seconds), longest first.
+fn spans(window: f64) -> impl Iterator<Item = f64> {
+    (SHORTEST_SCALE_STEPS..=SCALE_STEPS)
+        .rev()
+        .map(move |k| window * f64::from(k) / f64::from(SCALE_STEPS))
+}
+/// A drop between two samples larger than this many times the ordinary change is a
+/// sawtooth's tooth ending...
+const TOOTH_DROP: f64 = 5.0;
+/// ... when there are at least this many in the window ...
+const MIN_TEETH: usize = 4;
+/// ... and then every floor looks this many tooth periods wide.
+const TOOTH_REACH: f64 = 1.25;
 /// Largest lag-1 autocorrelation of the floors the significance test corrects for.
 const MAX_AUTOCORRELATION: f64 = 0.9;
 /// Confidence of the reported rate interval.
@@ -280,14 +311,20 @@ pub fn assess(points: &[(f64, f64)], limit_bytes: f64, rule: &LeakRule) -> Asses
     };
     let mut decided: Option<Assessment> = None;
     let window = rule.window.as_secs_f64();
-    for fraction in SCALES {
-        let span = window * fraction;
+    let tooth = tooth_period(&points[points.partition_point(|&(t, _)| t < now - window)..]);
+    for span in spans(window) {
         let earlier = if span < window {
-            highest_floor(points, now - window, now - span, span / FLOORS as f64)
+            // A shorter look needs history before it to compare with: on a young
+            // series a warm-up looks like a leak to any one span.
+            match highest_floor(points, now - window, now - span, span / FLOORS as f64) {
+                Some(highest) => Some(highest),
+                None => continue,
+            }
         } else {
             None
         };
-        let Some(scale) = measure_scale(points, now, span, earlier, limit_bytes, rule) else {
+        let Some(scale) = measure_scale(points, now, span, earlier, tooth, limit_bytes, rule)
+        else {
             continue;
         };
         if scale.verdict == Verdict::Leak {
@@ -356,6 +393,7 @@ fn measure_scale(
     now: f64,
     span: f64,
     earlier: Option<f64>,
+    tooth: Option<f64>,
     limit: f64,
     rule: &LeakRule,
 ) -> Option<Scale> {
@@ -367,11 +405,19 @@ fn measure_scale(
     }
 
     let width = span / FLOORS as f64;
+    // Each floor is the lowest sample within `reach` of its sub-interval's middle:
+    // the sub-interval itself, or more under a sawtooth whose teeth are longer, so
+    // that every floor is a trough.
+    let reach = width.max(tooth.map_or(0.0, |period| TOOTH_REACH * period));
     let mut lowest = [f64::INFINITY; FLOORS];
-    for &(t, bytes) in window {
-        // In range by construction; the cast saturates, and `min` keeps the index valid.
-        let k = (((t - start) / width) as usize).min(FLOORS - 1);
-        lowest[k] = lowest[k].min(bytes);
+    for (k, floor) in lowest.iter_mut().enumerate() {
+        let middle = start + (k as f64 + 0.5) * width;
+        let from = window.partition_point(|&(t, _)| t < middle - reach / 2.0);
+        let to = window.partition_point(|&(t, _)| t < middle + reach / 2.0);
+        *floor = window[from..to]
+            .iter()
+            .map(|&(_, bytes)| bytes)
+            .fold(f64::INFINITY, f64::min);
     }
     let floors: Vec<(f64, f64)> = lowest
         .iter()
@@ -517,6 +563,33 @@ fn highest_floor(points: &[(f64, f64)], from: f64, to: f64, width: f64) -> Optio
     highest
 }
 
+/// The period of a sawtooth in `points`, if they have one: the median time between
+/// its drops, a drop being a fall between two samples far larger than the ordinary
+/// sample-to-sample change that did not just follow a jump up (the end of a one-sample
+/// spike is not a tooth). `None` with fewer than `MIN_TEETH` drops.
+fn tooth_period(points: &[(f64, f64)]) -> Option<f64> {
+    let changes: Vec<(f64, f64)> = points
+        .windows(2)
+        .map(|pair| (pair[1].0, pair[1].1 - pair[0].1))
+        .collect();
+    let mut sizes: Vec<f64> = changes.iter().map(|&(_, change)| change.abs()).collect();
+    let ordinary = 1.4826 * stats::median(&mut sizes);
+    if ordinary.is_nan() || ordinary <= 0.0 {
+        return None;
+    }
+    let big = TOOTH_DROP * ordinary;
+    let drops: Vec<f64> = changes
+        .windows(2)
+        .filter(|pair| pair[1].1 < -big && pair[0].1 < big)
+        .map(|pair| pair[1].0)
+        .collect();
+    if drops.len() < MIN_TEETH {
+        return None;
+    }
+    let mut gaps: Vec<f64> = drops.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    Some(stats::median(&mut gaps))
+}
+
 /// The noise of single floors, robustly: from the differences of consecutive floors
 /// once the trend is taken out (a step or a drop is one difference, which the median
 /// ignores), as a normal standard deviation.
@@ -535,17 +608,16 @@ pub(crate) fn trace(points: &[(f64, f64)], limit: f64, rule: &LeakRule) -> Strin
         return "no points".to_owned();
     };
     let mib = |b: f64| b / 1_048_576.0;
-    SCALES
-        .iter()
-        .map(|fraction| {
-            let span = rule.window.as_secs_f64() * fraction;
+    spans(rule.window.as_secs_f64())
+        .map(|span| {
             let window = rule.window.as_secs_f64();
             let earlier = if span < window {
                 highest_floor(points, now - window, now - span, span / FLOORS as f64)
             } else {
                 None
             };
-            match measure_scale(points, now, span, earlier, limit, rule) {
+            let tooth = tooth_period(points);
+            match measure_scale(points, now, span, earlier, tooth, limit, rule) {
                 None => format!("[{:.0}m: -]", span / 60.0),
                 Some(s) => format!(
                     "[{:.0}m: {:?} {:.2}MiB/min p={:.1e} lows {:.1}/{:.1}/{:.1} mids {:.1}/{:.1}/{:.1} before {:.1} exh {:?}]",
