@@ -1,6 +1,6 @@
 //! What `warden incident ...` and `warden status ...` use to call the console of a
-//! running `warden up`: the admin API with the bearer token for changes, the public
-//! JSON for lists.
+//! running `warden up`: the admin API with the bearer token for changes and for
+//! what only operators may see (subscribers), the public JSON for other lists.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use crate::incidents::{OpenIncident, UpdateIncident};
 use crate::maintenance::{ScheduleMaintenance, UpdateMaintenance};
 use crate::postmortem::PublishPostmortem;
 use crate::statuspage::{ComponentJson, ComponentsDocument, IncidentJson, IncidentsDocument};
+use crate::subscribers::{AddWebhook, SubscriberView};
 
 /// A client of one console.
 #[derive(Debug)]
@@ -190,6 +191,57 @@ impl AdminClient {
         .await
     }
 
+    /// `GET /api/admin/subscribers`: every subscriber, without secrets.
+    ///
+    /// # Errors
+    /// As [`AdminClient::open_incident`].
+    pub async fn subscribers(&self) -> anyhow::Result<Vec<SubscriberView>> {
+        self.send::<(), _>(reqwest::Method::GET, &["api", "admin", "subscribers"], None)
+            .await
+    }
+
+    /// `POST /api/admin/subscribers`: a webhook subscriber. The answer holds its
+    /// secret.
+    ///
+    /// # Errors
+    /// As [`AdminClient::open_incident`].
+    pub async fn add_webhook(&self, request: &AddWebhook) -> anyhow::Result<SubscriberView> {
+        self.send(
+            reqwest::Method::POST,
+            &["api", "admin", "subscribers"],
+            Some(request),
+        )
+        .await
+    }
+
+    /// `DELETE /api/admin/subscribers/{id}`.
+    ///
+    /// # Errors
+    /// As [`AdminClient::open_incident`].
+    pub async fn remove_subscriber(&self, id: &str) -> anyhow::Result<SubscriberView> {
+        self.send::<(), _>(
+            reqwest::Method::DELETE,
+            &["api", "admin", "subscribers", id],
+            None,
+        )
+        .await
+    }
+
+    /// `POST /api/admin/subscribers/{id}/reactivate`.
+    ///
+    /// # Errors
+    /// As [`AdminClient::open_incident`].
+    pub async fn reactivate_subscriber(&self, id: &str) -> anyhow::Result<SubscriberView> {
+        self.send::<(), _>(
+            reqwest::Method::POST,
+            &["api", "admin", "subscribers", id, "reactivate"],
+            None,
+        )
+        .await
+    }
+
+    /// Calls the console; the admin token goes with every change and every
+    /// `/api/admin` request.
     async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -201,12 +253,15 @@ impl AdminClient {
             .map_err(|()| anyhow::anyhow!("{} cannot take a path", self.console))?
             .extend(segments);
         let mut request = self.http.request(method, url.clone());
-        if let Some(body) = body {
+        if body.is_some() || segments.starts_with(&["api", "admin"]) {
             let token = self.token.as_deref().context(
                 "no admin token: set WARDEN_ADMIN_TOKEN, or point --data-dir at the data \
                  directory of the running `warden up`",
             )?;
-            request = request.bearer_auth(token).json(body);
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
         }
         let response = request.send().await.with_context(|| {
             format!(

@@ -471,5 +471,9 @@ mod tests {
         assert!(error.contains("maintenance.check_interval"), "{error}");
         let error = bad("[templates]\nresolved = \"done }\"\n");
         assert!(error.contains("templates.resolved"), "{error}");
+        let error = bad("[subscribers]\nconfirm_within = \"0s\"\n");
+        assert!(error.contains("subscribers.confirm_within"), "{error}");
+        let error = bad("[subscribers]\nconfirm_within = \"two days\"\n");
+        assert!(error.contains("confirm_within"), "{error}");
     }
 }

@@ -353,9 +353,11 @@ impl Sender {
                 format!("Confirm your subscription to {page} status updates"),
                 format!(
                     "Someone, hopefully you, asked to receive {page} status updates by email \
-                     at this address.\n\nTo confirm, open:\n{}\n\nIf you did not ask for \
-                     this, ignore this message: nothing will be sent unless you confirm.\n",
-                    self.confirm_link(subscriber)
+                     at this address.\n\nTo confirm, open:\n{}\n\nThe link works for {}. \
+                     If you did not ask for this, ignore this message: nothing will be sent \
+                     unless you confirm.\n",
+                    self.confirm_link(subscriber),
+                    humantime::format_duration(self.config.subscribers.confirm_within)
                 ),
             ),
             Content::Update {

@@ -664,13 +664,19 @@ fn respond(
 
 // ---- admin ----
 
-/// Checks the bearer token (in constant time), then parses the body.
+/// Checks the bearer token (in constant time), then parses the body; an empty body
+/// is `{}` (resolve with the template, publish the draft).
 fn authorized<T: DeserializeOwned>(
     shared: &Shared,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, Box<Response>> {
     check_token(&shared.token_sha256, headers)?;
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
     serde_json::from_slice(body).map_err(|e| {
         Box::new(problem(
             StatusCode::BAD_REQUEST,
@@ -837,7 +843,9 @@ fn components_only(store: &Store) -> crate::Result<Snapshot> {
     })
 }
 
-fn answer<T: Serialize>(
+/// The answer to an admin change run on a blocking task: `status` with the result as
+/// JSON, or the refusal.
+pub(crate) fn answer<T: Serialize>(
     result: Result<crate::Result<T>, tokio::task::JoinError>,
     status: StatusCode,
 ) -> Response {
@@ -859,6 +867,7 @@ pub(crate) fn refusal(error: &StatusError) -> Response {
         StatusError::Invalid(m) => problem(StatusCode::UNPROCESSABLE_ENTITY, m),
         StatusError::NotFound(m) => problem(StatusCode::NOT_FOUND, m),
         StatusError::Conflict(m) => problem(StatusCode::CONFLICT, m),
+        StatusError::Expired(m) => problem(StatusCode::GONE, m),
         StatusError::Store(error) => {
             tracing::error!(%error, "status: store failed during a change");
             problem(
@@ -902,12 +911,6 @@ async fn resolve_incident(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // An empty body means "resolve with the template".
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        Bytes::from_static(b"{}")
-    } else {
-        body
-    };
     let request: UpdateIncident = match authorized(&shared, &headers, &body) {
         Ok(request) => request,
         Err(response) => return *response,
@@ -925,12 +928,6 @@ async fn publish_postmortem(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // An empty body means "publish the draft".
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        Bytes::from_static(b"{}")
-    } else {
-        body
-    };
     let request: PublishPostmortem = match authorized(&shared, &headers, &body) {
         Ok(request) => request,
         Err(response) => return *response,

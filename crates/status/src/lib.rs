@@ -67,6 +67,9 @@ pub enum StatusError {
     /// incident).
     #[error("{0}")]
     Conflict(String),
+    /// It came too late (e.g. a confirmation link followed after it expired).
+    #[error("{0}")]
+    Expired(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] warden_store::Error),
@@ -175,8 +178,8 @@ pub struct Wiring {
 
 /// Everything `warden up` needs for the status page: brings the stored components
 /// in line with `config`, starts the maintenance clock, the incident automation,
-/// the update reminders and subscriber delivery (tasks on the current runtime),
-/// and returns the console's routes.
+/// the update reminders, subscriber delivery and the expiry of unconfirmed
+/// sign-ups (tasks on the current runtime), and returns the console's routes.
 ///
 /// # Errors
 /// The components cannot be recorded, or the subscriber email settings are unusable.
@@ -192,6 +195,7 @@ pub fn start(
     tokio::spawn(maintenance::run_clock(store.clone(), config.clone()));
     tokio::spawn(automation::run(store.clone(), config.clone()));
     tokio::spawn(deliver::run(store.clone(), sender));
+    tokio::spawn(subscribers::run_expiry(store.clone(), config.clone()));
     if let Some(on_call) = wiring.on_call {
         tokio::spawn(reminders::run(
             store.clone(),

@@ -5,7 +5,8 @@
 //! - `GET /subscribe`, `POST /subscribe` (`email`, `components`): email sign-up.
 //!   The answer is the same whether or not the address is known.
 //! - `GET|POST /subscriptions/{token}/confirm`: the double opt-in. `GET` shows a
-//!   button (so a mail scanner that follows links confirms nothing), `POST` confirms.
+//!   button (so a mail scanner that follows links confirms nothing), `POST` confirms
+//!   (410 with the sign-up form again once the link has expired).
 //! - `GET|POST /subscriptions/{token}/unsubscribe`: likewise; a `POST` is also the
 //!   RFC 8058 one-click unsubscribe that mail clients send.
 //!
@@ -32,7 +33,7 @@ use axum::routing::{get, post};
 use sha2::{Digest, Sha256};
 use warden_store::Store;
 
-use crate::http::{check_token, problem, refusal};
+use crate::http::{answer, check_token, problem};
 use crate::subscribers::{self, AddWebhook, SignUp, SignUpLimiter, SubscriberView};
 use crate::{StatusConfig, StatusError};
 
@@ -285,7 +286,7 @@ async fn unsubscribe_page(State(shared): State<Shared>, Path(token): Path<String
 /// of one.
 fn link_page(shared: &Shared, token: &str, form: &'static str, title: &'static str) -> Response {
     if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return gone(&shared.config);
+        return gone(&shared.config, form == "confirm");
     }
     let mut page = Page::new(&shared.config, title, &[]);
     page.form = form;
@@ -293,13 +294,47 @@ fn link_page(shared: &Shared, token: &str, form: &'static str, title: &'static s
     page.answer(StatusCode::OK)
 }
 
-fn gone(config: &StatusConfig) -> Response {
-    Page::new(
-        config,
-        "This link is no longer valid",
-        &["Sign up again from the status page if you want updates."],
-    )
-    .answer(StatusCode::NOT_FOUND)
+/// An unknown link; for a confirmation link, most likely one that expired and
+/// whose sign-up was deleted since.
+fn gone(config: &StatusConfig, confirming: bool) -> Response {
+    let expired = format!(
+        "Confirmation links work for {}; a sign-up not confirmed in time is deleted.",
+        humantime::format_duration(config.subscribers.confirm_within)
+    );
+    let again = "Sign up again from the status page if you want updates.";
+    let message: &[&str] = if confirming {
+        &[&expired, again]
+    } else {
+        &[again]
+    };
+    Page::new(config, "This link is no longer valid", message).answer(StatusCode::NOT_FOUND)
+}
+
+/// A confirmation link followed too late: nothing changed; the form to sign up
+/// again, when it is open.
+fn expired(config: &StatusConfig) -> Response {
+    let within = humantime::format_duration(config.subscribers.confirm_within);
+    let mut page = if config.subscribers.email_signup_open() {
+        Page::signup(
+            config,
+            &[&format!(
+                "Confirmation links work for {within}, and this one was not followed in \
+                 time, so you are not subscribed. Sign up again below to get a new link."
+            )],
+            "",
+        )
+    } else {
+        Page::new(
+            config,
+            "",
+            &[&format!(
+                "Confirmation links work for {within}, and this one was not followed in \
+                 time, so you are not subscribed."
+            )],
+        )
+    };
+    page.title = "This confirmation link has expired";
+    page.answer(StatusCode::GONE)
 }
 
 async fn confirm(State(shared): State<Shared>, Path(token): Path<String>) -> Response {
@@ -311,11 +346,11 @@ async fn unsubscribe(State(shared): State<Shared>, Path(token): Path<String>) ->
 }
 
 async fn follow_link(shared: Shared, token: String, confirming: bool) -> Response {
-    let store = shared.store.clone();
+    let (store, config) = (shared.store.clone(), shared.config.clone());
     let result = tokio::task::spawn_blocking(move || {
         let now = warden_store::now_ms();
         if confirming {
-            subscribers::confirm(&store, &token, now)
+            subscribers::confirm(&store, &config, &token, now)
         } else {
             subscribers::unsubscribe(&store, &token, now)
         }
@@ -338,7 +373,8 @@ async fn follow_link(shared: Shared, token: String, confirming: bool) -> Respons
             &["We will not email you again."],
         )
         .answer(StatusCode::OK),
-        Ok(Err(StatusError::NotFound(_))) => gone(config),
+        Ok(Err(StatusError::NotFound(_))) => gone(config, confirming),
+        Ok(Err(StatusError::Expired(_))) => expired(config),
         Ok(Err(error)) => unavailable(config, &error.to_string()),
         Err(error) => unavailable(config, &error.to_string()),
     }
@@ -358,17 +394,7 @@ async fn admin<T: serde::Serialize + Send + 'static>(
     let (store, config) = (shared.store.clone(), shared.config.clone());
     let result =
         tokio::task::spawn_blocking(move || work(&store, &config, warden_store::now_ms())).await;
-    match result {
-        Ok(Ok(value)) => (status, axum::Json(value)).into_response(),
-        Ok(Err(error)) => refusal(&error),
-        Err(error) => {
-            tracing::error!(%error, "status: subscriber change failed");
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the change could not be made; nothing changed",
-            )
-        }
-    }
+    answer(result, status)
 }
 
 async fn list(State(shared): State<Shared>, headers: HeaderMap) -> Response {

@@ -3,9 +3,11 @@
 //!
 //! - **Email, double opt-in.** The public form (`GET /subscribe`) asks for an address
 //!   and, optionally, components. A sign-up is `pending` until the link in the
-//!   confirmation email is followed; only then does anything else get sent. Every
-//!   message carries an unsubscribe link (and `List-Unsubscribe` headers, one-click
-//!   per RFC 8058).
+//!   confirmation email is followed; only then does anything else get sent. A link
+//!   not followed within `[subscribers] confirm_within` expires: it confirms
+//!   nothing, and [`run_expiry`] deletes the sign-up, so the address can sign up
+//!   afresh. Every message carries an unsubscribe link (and `List-Unsubscribe`
+//!   headers, one-click per RFC 8058).
 //! - **Webhooks** are added by an operator through the admin API (a public form that
 //!   makes the server POST to any URL would be an open relay). Each request is a
 //!   Statuspage-style JSON payload signed with the subscriber's own secret, the way
@@ -18,8 +20,9 @@
 //! Delivery — what is sent for which event, retries, quarantine — is
 //! [`crate::deliver`]'s job. Every change here is one transaction that writes the
 //! subscriber and appends an event (`subscriber.pending`, `subscriber.confirmed`,
-//! `subscriber.unsubscribed`, `subscriber.added`, `subscriber.removed`,
-//! `subscriber.reactivated`); the events name the subscriber by id only.
+//! `subscriber.expired`, `subscriber.unsubscribed`, `subscriber.added`,
+//! `subscriber.removed`, `subscriber.reactivated`); the events name the subscriber
+//! by id only.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -59,6 +62,10 @@ pub struct SubscribersConfig {
     pub signups_per_client_per_hour: u32,
     /// Confirmation emails sent per hour in all.
     pub signups_per_hour: u32,
+    /// How long a confirmation link works, from when it was sent. A sign-up not
+    /// confirmed by then is deleted; the address may sign up again.
+    #[serde(with = "humantime_serde")]
+    pub confirm_within: Duration,
 }
 
 impl Default for SubscribersConfig {
@@ -72,6 +79,7 @@ impl Default for SubscribersConfig {
             quarantine_after: 3,
             signups_per_client_per_hour: 5,
             signups_per_hour: 200,
+            confirm_within: Duration::from_secs(48 * 3600),
         }
     }
 }
@@ -130,6 +138,13 @@ impl SubscribersConfig {
             return Err(
                 "subscribers.signups_per_client_per_hour and signups_per_hour: use 1 or more \
                  (set signup = false to close the form)"
+                    .into(),
+            );
+        }
+        if self.confirm_within < Duration::from_secs(1) {
+            return Err(
+                "subscribers.confirm_within: use 1s or more, e.g. \"48h\" (how long a \
+                 confirmation link works)"
                     .into(),
             );
         }
@@ -197,8 +212,9 @@ impl From<&Subscriber> for SubscriberView {
     }
 }
 
-/// `POST /api/admin/subscribers`: a webhook subscriber.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `POST /api/admin/subscribers`: a webhook subscriber. `Debug` does not show the
+/// secret.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddWebhook {
     /// Where to POST, `http://` or `https://`.
@@ -207,8 +223,17 @@ pub struct AddWebhook {
     #[serde(default)]
     pub components: Vec<String>,
     /// The signing secret [default: a new random one, returned once].
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for AddWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddWebhook")
+            .field("url", &self.url)
+            .field("components", &self.components)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A random secret for links and signatures: 32 lowercase hex characters.
@@ -216,7 +241,12 @@ fn random_token() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-fn event(tx: &StatusTx<'_>, kind: &str, subscriber: &Subscriber, at_ms: i64) -> Result<()> {
+fn event(
+    tx: &StatusTx<'_>,
+    kind: &str,
+    subscriber: &Subscriber,
+    at_ms: i64,
+) -> warden_store::Result<()> {
     tx.append_event_at(
         at_ms,
         &NewEvent {
@@ -291,7 +321,11 @@ pub fn sign_up_email(
     let address = check_email(address)?;
     let components = check_components(config, components)?;
     store.status_write(|tx| {
-        let existing = tx.subscriber_at(EMAIL, &address)?;
+        let mut existing = tx.subscriber_at(EMAIL, &address)?;
+        if let Some(s) = existing.take_if(|s| link_expired(s, &config.subscribers, now_ms)) {
+            // What the sweep would have done by now; then this is a new sign-up.
+            expire(tx, &s, now_ms)?;
+        }
         if let Some(s) = &existing {
             let asked_recently = s.state == "pending" && now_ms - s.updated_ms < RESEND_AFTER_MS;
             if s.state == "active" || asked_recently {
@@ -327,11 +361,25 @@ pub fn sign_up_email(
 /// Follows a confirmation link: the subscriber becomes active.
 ///
 /// # Errors
-/// [`StatusError::NotFound`] for an unknown or spent link.
-pub fn confirm(store: &Store, token: &str, now_ms: i64) -> Result<Subscriber> {
+/// [`StatusError::NotFound`] for an unknown or spent link, [`StatusError::Expired`]
+/// for one not followed within `[subscribers] confirm_within` (nothing changes; the
+/// sweep deletes the sign-up).
+pub fn confirm(
+    store: &Store,
+    config: &StatusConfig,
+    token: &str,
+    now_ms: i64,
+) -> Result<Subscriber> {
     by_token(store, token, |tx, mut s| {
         match s.state.as_str() {
             "active" => {}
+            "pending" if link_expired(&s, &config.subscribers, now_ms) => {
+                return Err(StatusError::Expired(format!(
+                    "this confirmation link has expired (links work for {}); sign up again \
+                     from the status page",
+                    humantime::format_duration(config.subscribers.confirm_within)
+                )));
+            }
             "pending" => {
                 s.state = "active".into();
                 s.confirmed_ms = Some(now_ms);
@@ -360,6 +408,66 @@ pub fn unsubscribe(store: &Store, token: &str, now_ms: i64) -> Result<Subscriber
         }
         Ok(s)
     })
+}
+
+/// `confirm_within` in milliseconds.
+fn confirm_within_ms(config: &SubscribersConfig) -> i64 {
+    i64::try_from(config.confirm_within.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Whether `subscriber` is a sign-up whose confirmation link, sent when its row last
+/// changed, has expired at `now_ms`.
+fn link_expired(subscriber: &Subscriber, config: &SubscribersConfig, now_ms: i64) -> bool {
+    subscriber.state == "pending"
+        && now_ms.saturating_sub(subscriber.updated_ms) > confirm_within_ms(config)
+}
+
+/// Deletes an expired sign-up (and the confirmation queued for it) with its event.
+fn expire(tx: &StatusTx<'_>, subscriber: &Subscriber, now_ms: i64) -> warden_store::Result<()> {
+    tx.delete_subscriber(&subscriber.id)?;
+    event(tx, "subscriber.expired", subscriber, now_ms)
+}
+
+/// Deletes every sign-up whose confirmation link has expired (not followed within
+/// `[subscribers] confirm_within` of being sent), each with a `subscriber.expired`
+/// event, in one transaction; returns how many.
+///
+/// # Errors
+/// The store failed; nothing changed, and the next sweep finds the same sign-ups.
+pub fn expire_unconfirmed(
+    store: &Store,
+    config: &StatusConfig,
+    now_ms: i64,
+) -> warden_store::Result<usize> {
+    let before = now_ms.saturating_sub(confirm_within_ms(&config.subscribers));
+    store.status_write(|tx| {
+        let expired = tx.pending_subscribers_before(before)?;
+        for subscriber in &expired {
+            expire(tx, subscriber, now_ms)?;
+        }
+        Ok(expired.len())
+    })
+}
+
+/// Sweeps expired sign-ups until the task is dropped: every minute, or every half
+/// `confirm_within` when that is shorter.
+pub async fn run_expiry(store: Store, config: Arc<StatusConfig>) {
+    let every = (config.subscribers.confirm_within / 2)
+        .clamp(Duration::from_millis(500), Duration::from_secs(60));
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let config = config.clone();
+        match store
+            .blocking(move |s| expire_unconfirmed(s, &config, warden_store::now_ms()))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "status: deleted sign-ups never confirmed"),
+            Err(error) => tracing::warn!(%error, "status: the expiry of sign-ups will retry"),
+        }
+    }
 }
 
 fn spent() -> StatusError {
@@ -482,7 +590,8 @@ pub fn reactivate(store: &Store, id: &str, now_ms: i64) -> Result<SubscriberView
 
 fn unknown(id: &str) -> StatusError {
     StatusError::NotFound(format!(
-        "no subscriber {id:?}; `GET /api/admin/subscribers` lists them"
+        "no subscriber {id:?}; `warden status subscriber list` (`GET \
+         /api/admin/subscribers`) lists them"
     ))
 }
 
@@ -539,7 +648,7 @@ mod tests {
             SignUp::ConfirmationQueued
         );
         let subscriber = store.subscribers().unwrap().remove(0);
-        let confirmed = confirm(&store, &subscriber.token, 5).unwrap();
+        let confirmed = confirm(&store, &config, &subscriber.token, 5).unwrap();
         assert_eq!(confirmed.state, "active");
         assert_eq!(
             up("ann@example.com", 10 * RESEND_AFTER_MS),
@@ -548,7 +657,7 @@ mod tests {
         let gone = unsubscribe(&store, &subscriber.token, 6).unwrap();
         assert_eq!(gone.state, "unsubscribed");
         assert!(matches!(
-            confirm(&store, &subscriber.token, 7),
+            confirm(&store, &config, &subscriber.token, 7),
             Err(StatusError::NotFound(_))
         ));
         let kinds: Vec<String> = store
@@ -592,7 +701,7 @@ mod tests {
         assert!(error.contains("nope") && error.contains("api"), "{error}");
         for token in ["", "zz", &"0".repeat(32), "<script>"] {
             assert!(matches!(
-                confirm(&store, token, 1),
+                confirm(&store, &config, token, 1),
                 Err(StatusError::NotFound(_))
             ));
         }
@@ -604,6 +713,129 @@ mod tests {
             assert!(add_webhook(&store, &config, &request, 1).is_err(), "{url}");
         }
         assert!(store.subscribers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unconfirmed_sign_up_expires_and_the_address_can_sign_up_again() {
+        let store = Store::in_memory().unwrap();
+        let mut config = config();
+        config.subscribers.confirm_within = Duration::from_secs(3600);
+        let hour = 3_600_000;
+        let kinds = || -> Vec<String> {
+            store
+                .events(&warden_store::EventFilter {
+                    kind_prefix: Some("subscriber.".into()),
+                    ..Default::default()
+                })
+                .unwrap()
+                .into_iter()
+                .map(|e| e.kind)
+                .collect()
+        };
+        let up = |address: &str, at| sign_up_email(&store, &config, address, &[], at).unwrap();
+        assert_eq!(up("ann@example.com", 0), SignUp::ConfirmationQueued);
+        assert_eq!(up("bob@example.com", hour / 2), SignUp::ConfirmationQueued);
+        let ann = store.subscribers().unwrap().remove(0);
+        assert_eq!(ann.address, "ann@example.com");
+
+        // Within the hour nothing expires; just after it, Ann's link is refused and
+        // nothing changes.
+        assert_eq!(expire_unconfirmed(&store, &config, hour).unwrap(), 0);
+        let error = confirm(&store, &config, &ann.token, hour + 1).unwrap_err();
+        assert!(matches!(error, StatusError::Expired(_)), "{error:?}");
+        assert!(error.to_string().contains("1h") && error.to_string().contains("sign up again"));
+        assert_eq!(store.subscribers().unwrap()[0], ann);
+        assert_eq!(kinds(), ["subscriber.pending", "subscriber.pending"]);
+
+        // The sweep deletes Ann's sign-up (not Bob's, still in time), with an event.
+        assert_eq!(expire_unconfirmed(&store, &config, hour + 1).unwrap(), 1);
+        let left = store.subscribers().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].address, "bob@example.com");
+        assert!(matches!(
+            confirm(&store, &config, &ann.token, hour + 2),
+            Err(StatusError::NotFound(_))
+        ));
+        let events = store
+            .events(&warden_store::EventFilter {
+                kind_prefix: Some("subscriber.expired".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].payload["subscriber_id"], ann.id.as_str());
+        assert_eq!(events[0].at_ms, hour + 1);
+        assert!(!events[0].payload.to_string().contains("ann@"));
+
+        // Ann signs up again: a new sign-up with a new link, which works.
+        assert_eq!(up("ann@example.com", hour + 3), SignUp::ConfirmationQueued);
+        let again = store
+            .subscribers()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.address == "ann@example.com")
+            .unwrap();
+        assert_ne!(again.token, ann.token);
+        assert_ne!(again.id, ann.id);
+        assert_eq!(again.created_ms, hour + 3);
+        assert_eq!(
+            confirm(&store, &config, &again.token, hour + 4)
+                .unwrap()
+                .state,
+            "active"
+        );
+        // Confirmed subscribers never expire; Bob's sign-up, left alone, does.
+        assert_eq!(expire_unconfirmed(&store, &config, 100 * hour).unwrap(), 1);
+        let left = store.subscribers().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            (left[0].address.as_str(), left[0].state.as_str()),
+            ("ann@example.com", "active")
+        );
+    }
+
+    #[test]
+    fn a_sign_up_again_after_its_link_expired_starts_afresh_before_the_sweep() {
+        let store = Store::in_memory().unwrap();
+        let mut config = config();
+        // Shorter than the wait before a confirmation is sent again.
+        config.subscribers.confirm_within = Duration::from_secs(60);
+        let first = sign_up_email(&store, &config, "ann@example.com", &[], 0).unwrap();
+        assert_eq!(first, SignUp::ConfirmationQueued);
+        let old = store.subscribers().unwrap().remove(0);
+        assert_eq!(
+            sign_up_email(&store, &config, "ann@example.com", &[], 60_001).unwrap(),
+            SignUp::ConfirmationQueued,
+            "an expired link is not a recent one"
+        );
+        let new = store.subscribers().unwrap().remove(0);
+        assert_ne!(new.id, old.id);
+        assert!(matches!(
+            confirm(&store, &config, &old.token, 60_002),
+            Err(StatusError::NotFound(_))
+        ));
+        assert_eq!(
+            confirm(&store, &config, &new.token, 60_002).unwrap().state,
+            "active"
+        );
+        let kinds: Vec<String> = store
+            .events(&warden_store::EventFilter {
+                kind_prefix: Some("subscriber.".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "subscriber.pending",
+                "subscriber.expired",
+                "subscriber.pending",
+                "subscriber.confirmed"
+            ]
+        );
     }
 
     #[test]

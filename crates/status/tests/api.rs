@@ -708,3 +708,109 @@ fn export_writes_the_page_json_and_feeds_with_relative_links() {
     .unwrap();
     assert_eq!(summary["incidents"].as_array().unwrap().len(), 1);
 }
+
+/// A form post to the subscriber routes.
+async fn post_form(app: &axum::Router, uri: &str, form: &str) -> (StatusCode, String) {
+    let request = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(form.to_owned()))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn an_expired_confirmation_link_says_so_changes_nothing_and_the_address_signs_up_again() {
+    let store = Store::in_memory().unwrap();
+    let config: StatusConfig = toml::from_str(
+        "[subscribers]\nconfirm_within = \"1h\"\n\n[subscribers.smtp]\nhost = \"127.0.0.1\"\n\
+         from = \"Status <status@example.com>\"\n",
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let app = warden_status::signup::router(store.clone(), Arc::new(config.clone()), TOKEN);
+    let now = warden_store::now_ms();
+    let subscriber = |address: &str| {
+        store
+            .subscribers()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.address == address)
+    };
+    let kinds = || -> Vec<String> {
+        store
+            .events(&warden_store::EventFilter {
+                kind_prefix: Some("subscriber.".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    };
+
+    // A sign-up from two hours ago: its link has expired.
+    warden_status::subscribers::sign_up_email(
+        &store,
+        &config,
+        "ann@example.com",
+        &[],
+        now - 7_200_000,
+    )
+    .unwrap();
+    let old = subscriber("ann@example.com").unwrap();
+    let confirm = format!("/subscriptions/{}/confirm", old.token);
+    let (status, page) = post_form(&app, &confirm, "").await;
+    assert_eq!(status, StatusCode::GONE, "{page}");
+    assert!(
+        page.contains("This confirmation link has expired"),
+        "{page}"
+    );
+    assert!(page.contains("work for 1h"), "{page}");
+    assert!(page.contains("Sign up again below"), "{page}");
+    assert!(
+        page.contains("action=\"/subscribe\""),
+        "the form to sign up again"
+    );
+    assert_eq!(
+        subscriber("ann@example.com"),
+        Some(old.clone()),
+        "nothing changed"
+    );
+    assert_eq!(kinds(), ["subscriber.pending"]);
+
+    // The sweep deletes it; the link is then unknown, and the page still says why.
+    assert_eq!(
+        warden_status::subscribers::expire_unconfirmed(&store, &config, now).unwrap(),
+        1
+    );
+    assert_eq!(subscriber("ann@example.com"), None);
+    assert_eq!(kinds(), ["subscriber.pending", "subscriber.expired"]);
+    let (status, page) = post_form(&app, &confirm, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{page}");
+    assert!(
+        page.contains("no longer valid") && page.contains("work for 1h"),
+        "{page}"
+    );
+
+    // The same address signs up again on the form and confirms its new link.
+    let (status, page) = post_form(&app, "/subscribe", "email=ann%40example.com").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let new = subscriber("ann@example.com").unwrap();
+    assert_eq!(new.state, "pending");
+    assert_ne!(new.token, old.token);
+    let (status, page) =
+        post_form(&app, &format!("/subscriptions/{}/confirm", new.token), "").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("You are subscribed"), "{page}");
+    assert_eq!(subscriber("ann@example.com").unwrap().state, "active");
+    // Nothing left for the sweep.
+    assert_eq!(
+        warden_status::subscribers::expire_unconfirmed(&store, &config, now + 7_200_000).unwrap(),
+        0
+    );
+}

@@ -265,6 +265,16 @@ impl StatusTx<'_> {
         subscribers_where(&self.tx, "WHERE state = 'active'", [])
     }
 
+    /// Pending (unconfirmed) subscribers whose row last changed before `before_ms`,
+    /// oldest first: the sign-ups whose confirmation link has not been followed since.
+    pub fn pending_subscribers_before(&self, before_ms: i64) -> Result<Vec<Subscriber>> {
+        subscribers_where(
+            &self.tx,
+            "WHERE state = 'pending' AND updated_ms < ?1",
+            [before_ms],
+        )
+    }
+
     /// How many subscribers signed up (by email) at or after `since_ms`.
     pub fn sign_ups_since(&self, since_ms: i64) -> Result<i64> {
         Ok(self.tx.query_row(
@@ -470,5 +480,32 @@ mod tests {
         assert_eq!(found.map(|s| s.id), Some("a".to_owned()));
         assert!(store.status_write(|tx| tx.delete_subscriber("a")).unwrap());
         assert_eq!(store.subscribers().unwrap(), [hook]);
+    }
+
+    #[test]
+    fn pending_subscribers_are_found_by_when_they_last_changed() {
+        let store = Store::in_memory().unwrap();
+        let pending = |id: &str, updated_ms| Subscriber {
+            state: "pending".into(),
+            confirmed_ms: None,
+            updated_ms,
+            ..subscriber(id, &format!("{id}@example.com"))
+        };
+        let (old, new) = (pending("old", 100), pending("new", 200));
+        let mut active = subscriber("active", "active@example.com");
+        active.updated_ms = 50;
+        let found = store
+            .status_write(|tx| {
+                for s in [&old, &new, &active] {
+                    tx.put_subscriber(s)?;
+                }
+                tx.pending_subscribers_before(200)
+            })
+            .unwrap();
+        assert_eq!(found, [old]);
+        let all = store
+            .status_write(|tx| tx.pending_subscribers_before(201))
+            .unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
     }
 }

@@ -114,8 +114,9 @@ enum Command {
     /// communication plan (docs/COMMUNICATION.md).
     #[command(subcommand)]
     Incident(status_cli::IncidentCommand),
-    /// The status page: set a component's state, schedule maintenance, or export the
-    /// page and its Statuspage-compatible JSON as static files.
+    /// The status page: set a component's state, schedule maintenance, manage its
+    /// subscribers, or export the page and its Statuspage-compatible JSON as static
+    /// files.
     ///
     /// The page is served by `warden up` on the console: /status, /api/v2/*.json,
     /// /history.atom and /history.rss.

@@ -13,6 +13,7 @@ use warden_status::components::SetComponent;
 use warden_status::incidents::{OpenIncident, UpdateIncident};
 use warden_status::maintenance::{ScheduleMaintenance, UpdateMaintenance};
 use warden_status::statuspage::IncidentJson;
+use warden_status::subscribers::{AddWebhook, SubscriberView};
 use warden_status::{ComponentStatus, Impact, IncidentStatus, MaintenanceStatus, StatusConfig};
 
 use crate::ConsoleArgs;
@@ -107,6 +108,14 @@ pub(crate) enum StatusCommand {
     /// itself, and pages no one), or move one along by hand.
     #[command(subcommand)]
     Maintenance(MaintenanceCommand),
+    /// Who is told of incidents and maintenance: list the subscribers (email and
+    /// webhook), add a webhook, remove one, reactivate a quarantined one.
+    ///
+    /// People sign up by email on the page's form (/subscribe, double opt-in);
+    /// webhooks are added by an operator. Needs the admin token: subscribers are
+    /// never public.
+    #[command(subcommand)]
+    Subscriber(SubscriberCommand),
     /// Write the status page, each incident's page, the /api/v2 JSON and the feeds
     /// as static files into DIR, from the store in --data-dir (no running `warden
     /// up` needed), to serve from anywhere.
@@ -165,6 +174,64 @@ pub(crate) enum MaintenanceCommand {
         /// What users are told [default: the status's template].
         #[arg(long, short, value_name = "TEXT")]
         message: Option<String>,
+        #[command(flatten)]
+        console: ConsoleArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum SubscriberCommand {
+    /// List every subscriber: id, kind, state, when it signed up, its email address
+    /// or webhook URL and its components, e.g. `warden status subscriber list`.
+    ///
+    /// States: pending (email not confirmed yet; it expires after `[subscribers]
+    /// confirm_within`), active, unsubscribed, quarantined (its notifications kept
+    /// failing; see `reactivate`). Secrets are never shown.
+    List {
+        #[command(flatten)]
+        console: ConsoleArgs,
+    },
+    /// Add a webhook subscriber, active at once, e.g. `WARDEN_WEBHOOK_SECRET=$(openssl
+    /// rand -hex 32) warden status subscriber add-webhook https://example.com/hooks/status
+    /// --component api`.
+    ///
+    /// Each incident and maintenance post is POSTed to URL as Statuspage's JSON
+    /// payload, signed with the secret in `X-Warden-Signature`
+    /// (`t=…,v1=HMAC-SHA256(secret, "t.body")`); keep the same secret at the
+    /// receiver to check it.
+    AddWebhook {
+        /// Where to POST: an http:// or https:// URL.
+        url: String,
+        /// A component it wants to hear about (repeatable) [default: all].
+        #[arg(long = "component", value_name = "ID")]
+        components: Vec<String>,
+        /// The signing secret, at least 16 characters. Prefer the environment
+        /// variable: a flag's value shows in the shell history and the process list.
+        /// Never printed.
+        #[arg(
+            long,
+            env = "WARDEN_WEBHOOK_SECRET",
+            hide_env_values = true,
+            value_name = "SECRET"
+        )]
+        secret: String,
+        #[command(flatten)]
+        console: ConsoleArgs,
+    },
+    /// Remove a subscriber (email or webhook) and what is queued for it, e.g.
+    /// `warden status subscriber remove 3k9x0q2m7a1b`.
+    Remove {
+        /// The subscriber's id (`warden status subscriber list`).
+        id: String,
+        #[command(flatten)]
+        console: ConsoleArgs,
+    },
+    /// Let a quarantined subscriber receive again, from the next post on (what was
+    /// dropped while it was quarantined is not resent), e.g. `warden status
+    /// subscriber reactivate 3k9x0q2m7a1b`.
+    Reactivate {
+        /// The subscriber's id (`warden status subscriber list`).
+        id: String,
         #[command(flatten)]
         console: ConsoleArgs,
     },
@@ -411,8 +478,126 @@ pub(crate) async fn status(command: StatusCommand) -> anyhow::Result<ExitCode> {
                 .map_err(refused)?;
             print_incident("updated", &maintenance, console.json)
         }
+        StatusCommand::Subscriber(command) => subscriber(command).await,
         StatusCommand::Export(args) => export(&args),
     }
+}
+
+/// `warden status subscriber ...`.
+async fn subscriber(command: SubscriberCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SubscriberCommand::List { console } => {
+            let subscribers = client(&console, true)?
+                .subscribers()
+                .await
+                .map_err(refused)?;
+            if console.json {
+                println!("{}", serde_json::to_string_pretty(&subscribers)?);
+            } else {
+                print!("{}", subscriber_table(&subscribers));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SubscriberCommand::AddWebhook {
+            url,
+            components,
+            secret,
+            console,
+        } => {
+            anyhow::ensure!(
+                secret.trim().chars().count() >= 16,
+                "--secret: use at least 16 characters, e.g. `openssl rand -hex 32`; nothing \
+                 changed"
+            );
+            let request = AddWebhook {
+                url,
+                components,
+                secret: Some(secret),
+            };
+            let added = client(&console, true)?
+                .add_webhook(&request)
+                .await
+                .map_err(refused)?;
+            print_subscriber("added", added, console.json)
+        }
+        SubscriberCommand::Remove { id, console } => {
+            let removed = client(&console, true)?
+                .remove_subscriber(&id)
+                .await
+                .map_err(refused)?;
+            print_subscriber("removed", removed, console.json)
+        }
+        SubscriberCommand::Reactivate { id, console } => {
+            let reactivated = client(&console, true)?
+                .reactivate_subscriber(&id)
+                .await
+                .map_err(refused)?;
+            print_subscriber("reactivated", reactivated, console.json)
+        }
+    }
+}
+
+/// One subscriber after a change; never its secret.
+fn print_subscriber(verb: &str, mut view: SubscriberView, json: bool) -> anyhow::Result<ExitCode> {
+    view.secret = None;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        println!(
+            "{} {verb}: {} {} ({}, components: {})",
+            view.id,
+            view.kind,
+            view.address,
+            view.state,
+            components_text(&view.components)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn components_text(components: &[String]) -> String {
+    if components.is_empty() {
+        "all".into()
+    } else {
+        components.join(",")
+    }
+}
+
+/// The subscribers as a table; the variable-width columns last.
+fn subscriber_table(subscribers: &[SubscriberView]) -> String {
+    if subscribers.is_empty() {
+        return "no subscribers\n".into();
+    }
+    let width = subscribers
+        .iter()
+        .map(|s| s.address.chars().count())
+        .chain(["ADDRESS/URL".len()])
+        .max()
+        .unwrap_or_default();
+    let mut out = format!(
+        "{:<12}  {:<7}  {:<12}  {:<24}  {:<width$}  COMPONENTS\n",
+        "ID", "KIND", "STATE", "CREATED", "ADDRESS/URL"
+    );
+    for s in subscribers {
+        out.push_str(&format!(
+            "{:<12}  {:<7}  {:<12}  {:<24}  {:<width$}  {}\n",
+            s.id,
+            s.kind,
+            s.state,
+            s.created_at,
+            s.address,
+            components_text(&s.components)
+        ));
+        if s.state == "quarantined" {
+            out.push_str(&format!(
+                "{:14}{} notifications given up on in a row; last error: {}\n",
+                "",
+                s.failures,
+                s.last_error.as_deref().unwrap_or("none recorded")
+            ));
+        }
+    }
+    out
 }
 
 /// "+30m" → now + 30 minutes; otherwise RFC 3339.
@@ -468,6 +653,44 @@ mod tests {
                 .unwrap_err()
                 .contains("major_outage")
         );
+    }
+
+    #[test]
+    fn the_subscriber_table_lines_up_and_shows_no_secret() {
+        let view = |id: &str, kind: &str, address: &str, state: &str| SubscriberView {
+            id: id.into(),
+            kind: kind.into(),
+            address: address.into(),
+            components: Vec::new(),
+            state: state.into(),
+            created_at: "2025-01-02T13:04:05.123Z".into(),
+            confirmed_at: None,
+            failures: 0,
+            last_error: None,
+            secret: Some("do-not-show-this-secret".into()),
+        };
+        let mut hook = view("b", "webhook", "https://example.com/hooks/status", "active");
+        hook.components = vec!["api".into(), "authentication".into()];
+        let mut broken = view("c", "webhook", "http://127.0.0.1:9/x", "quarantined");
+        broken.failures = 3;
+        broken.last_error = Some("HTTP 500".into());
+        let table = subscriber_table(&[
+            view("a", "email", "ann@example.com", "pending"),
+            hook,
+            broken,
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(lines[0].starts_with("ID ") && lines[0].ends_with("COMPONENTS"));
+        assert!(lines[1].contains("ann@example.com") && lines[1].ends_with("  all"));
+        assert!(lines[2].ends_with("https://example.com/hooks/status  api,authentication"));
+        // The components column starts at the same place on every line.
+        let at = lines[0].find("COMPONENTS").unwrap();
+        assert_eq!(lines[1].find("all"), Some(at));
+        assert_eq!(lines[2].find("api,"), Some(at));
+        assert!(lines[4].contains("3 notifications") && lines[4].contains("HTTP 500"));
+        assert!(!table.contains("do-not-show"));
+        assert_eq!(subscriber_table(&[]), "no subscribers\n");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! real SMTP server (aiosmtpd) with double opt-in and unsubscribe links, signed
 //! webhooks to an HTTP receiver, a failing webhook quarantined, each update
 //! delivered exactly once across a restart, the update-cadence reminder reaching
-//! the on-call notifier, and the sign-up form's anti-abuse limits.
+//! the on-call notifier, and the sign-up form's anti-abuse limits; then
+//! `warden status subscriber ...` managing webhooks, and unconfirmed sign-ups
+//! expiring.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../../monitor/tests/smtp/mod.rs"]
@@ -10,6 +12,7 @@ mod smtp;
 mod support;
 
 use std::collections::BTreeSet;
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -495,4 +498,313 @@ async fn subscribers_hear_of_each_update_exactly_once_across_a_restart() {
     // Four an hour: the bad address used one (every attempt counts; the count is
     // in memory, so the restart forgot Ann's).
     assert_eq!(codes, [200, 200, 200, 429, 429]);
+}
+
+/// `warden status subscriber ARGS` against the console at `base`, with `env` (the
+/// admin token only when given there).
+fn subscriber_cli(
+    base: &str,
+    data: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["status", "subscriber"])
+        .args(args)
+        .args(["--console", base.trim_start_matches("http://")])
+        .arg("--data-dir")
+        .arg(data)
+        .env("WARDEN_LOG", "warn")
+        .env_remove("WARDEN_ADMIN_TOKEN")
+        .env_remove("WARDEN_WEBHOOK_SECRET")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// Stdout of a command that must succeed.
+fn ok(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {stdout}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Stderr of a command that must fail with exit code 2.
+fn refused(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscriber_cli_manages_webhooks_and_unconfirmed_sign_ups_expire() {
+    let Some(smtp) = SmtpServer::start() else {
+        return;
+    };
+    let (hooks, received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("status.toml"),
+        format!(
+            "[subscribers]\nattempts = 1\ninitial_backoff = \"100ms\"\nmax_backoff = \"1s\"\n\
+             quarantine_after = 1\nconfirm_within = \"5s\"\n\n\
+             [subscribers.smtp]\nhost = \"127.0.0.1\"\nport = {}\n\
+             from = \"Warden status <status@example.com>\"\n",
+            smtp.port
+        ),
+    )
+    .unwrap();
+    let (_up, base) = start(dir.path(), &hooks);
+    let console = Console {
+        http: reqwest::Client::new(),
+        base,
+    };
+    wait_ready(&console.http, &format!("{}/status", console.base)).await;
+    let admin = [("WARDEN_ADMIN_TOKEN", TOKEN)];
+    let cli = |env: &[(&str, &str)], args: &[&str]| subscriber_cli(&console.base, &data, env, args);
+    let list = || -> Vec<Value> {
+        serde_json::from_str::<Value>(&ok(&cli(&admin, &["list", "--json"])))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+
+    assert_eq!(ok(&cli(&admin, &["list"])), "no subscribers\n");
+    // No token, or a wrong one: refused, saying how to give it.
+    let stderr = refused(&cli(&[], &["list"]));
+    assert!(
+        stderr.contains("no admin token") && stderr.contains("WARDEN_ADMIN_TOKEN"),
+        "{stderr}"
+    );
+    let stderr = refused(&cli(&[("WARDEN_ADMIN_TOKEN", "wrong")], &["list"]));
+    assert!(
+        stderr.contains("HTTP 401") && stderr.contains("admin token"),
+        "{stderr}"
+    );
+
+    // Webhooks: the secret from the environment or the flag, never printed.
+    let secret = "a-shared-secret-of-some-length";
+    let hook_url = format!("{hooks}/hook");
+    let output = ok(&cli(
+        &[admin[0], ("WARDEN_WEBHOOK_SECRET", secret)],
+        &["add-webhook", &hook_url, "--component", "api", "--json"],
+    ));
+    assert!(
+        !output.contains(secret) && !output.contains("\"secret\""),
+        "{output}"
+    );
+    let hook: Value = serde_json::from_str(&output).unwrap();
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (&hook["kind"], &hook["address"], &hook["state"]),
+        (&json!("webhook"), &json!(hook_url), &json!("active"))
+    );
+    assert_eq!(hook["components"], json!(["api"]));
+    let broken_url = format!("{hooks}/broken");
+    let output = ok(&cli(
+        &admin,
+        &[
+            "add-webhook",
+            &broken_url,
+            "--secret",
+            "another-secret-of-some-length",
+        ],
+    ));
+    assert!(
+        output.contains(" added: webhook ") && output.contains(&broken_url),
+        "{output}"
+    );
+    assert!(!output.contains("another-secret"), "{output}");
+    let broken_id = output.split_whitespace().next().unwrap().to_owned();
+    // Bad input is refused and changes nothing.
+    let stderr = refused(&cli(
+        &admin,
+        &["add-webhook", &format!("{hooks}/x"), "--secret", "short"],
+    ));
+    assert!(
+        stderr.contains("at least 16 characters") && !stderr.contains("short"),
+        "{stderr}"
+    );
+    let stderr = refused(&cli(&admin, &["add-webhook", &format!("{hooks}/x")]));
+    assert!(stderr.contains("--secret"), "{stderr}");
+    let stderr = refused(&cli(
+        &admin,
+        &["add-webhook", &hook_url, "--secret", secret],
+    ));
+    assert!(
+        stderr.contains("HTTP 409") && stderr.contains("already subscribed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(secret), "{stderr}");
+    let stderr = refused(&cli(
+        &admin,
+        &["add-webhook", "ftp://example.com", "--secret", secret],
+    ));
+    assert!(
+        stderr.contains("HTTP 422") && stderr.contains("url"),
+        "{stderr}"
+    );
+    assert_eq!(list().len(), 2);
+
+    // The table: one line each, addresses and components shown, secrets not.
+    let table = ok(&cli(&admin, &["list"]));
+    let line = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no {id} in {table}"))
+            .to_owned()
+    };
+    assert!(table.starts_with("ID "), "{table}");
+    let hook_line = line(&hook_id);
+    assert!(
+        hook_line.contains("webhook")
+            && hook_line.contains("active")
+            && hook_line.contains(&hook_url),
+        "{hook_line}"
+    );
+    assert!(hook_line.ends_with(" api"), "{hook_line}");
+    assert!(line(&broken_id).ends_with(" all"), "{table}");
+    assert!(
+        !table.contains(secret) && !table.contains("another-secret"),
+        "{table}"
+    );
+
+    // Only a quarantined subscriber is reactivated.
+    let stderr = refused(&cli(&admin, &["reactivate", &hook_id]));
+    assert!(
+        stderr.contains("HTTP 409") && stderr.contains("quarantined"),
+        "{stderr}"
+    );
+    console
+        .admin(
+            reqwest::Method::POST,
+            "/api/admin/incidents",
+            Some(json!({"name": "Errors on the API", "components": {"api": "partial_outage"}})),
+        )
+        .await;
+    eventually("the webhook", || {
+        (!bodies(&received, "hook").is_empty()).then_some(())
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while list()
+        .iter()
+        .find(|s| s["id"] == broken_id.as_str())
+        .unwrap()["state"]
+        != "quarantined"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the broken webhook was not quarantined"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let table = ok(&cli(&admin, &["list"]));
+    assert!(
+        table.contains("1 notifications given up on in a row; last error: "),
+        "{table}"
+    );
+    let output = ok(&cli(&admin, &["reactivate", &broken_id]));
+    assert!(
+        output.contains(&format!(
+            "{broken_id} reactivated: webhook {broken_url} (active"
+        )),
+        "{output}"
+    );
+    let again = list();
+    let broken = again
+        .iter()
+        .find(|s| s["id"] == broken_id.as_str())
+        .unwrap();
+    assert_eq!(
+        (&broken["state"], &broken["failures"]),
+        (&json!("active"), &json!(0))
+    );
+
+    // Remove: gone from the list; a second time, a clear 404.
+    let output = ok(&cli(&admin, &["remove", &hook_id, "--json"]));
+    let removed: Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(removed["id"], hook_id.as_str());
+    assert!(list().iter().all(|s| s["id"] != hook_id.as_str()));
+    let stderr = refused(&cli(&admin, &["remove", &hook_id]));
+    assert!(
+        stderr.contains("HTTP 404") && stderr.contains("no subscriber"),
+        "{stderr}"
+    );
+
+    // An email sign-up not confirmed within confirm_within (5 s) expires: the
+    // sweep deletes it with an event, and its link confirms nothing.
+    let (status, page) = console.sign_up("email=late%40example.com").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let (_, confirmation) = eventually("the confirmation email", || {
+        smtp.messages().into_iter().next()
+    })
+    .await;
+    assert!(
+        confirmation.contains("The link works for 5s."),
+        "{confirmation}"
+    );
+    let confirm = link(&confirmation, "confirm");
+    let pending = list()
+        .into_iter()
+        .find(|s| s["address"] == "late@example.com")
+        .expect("the sign-up, listed with its address");
+    assert_eq!(pending["state"], "pending");
+    assert!(ok(&cli(&admin, &["list"])).contains("late@example.com"));
+    eventually("the expiry", || {
+        list()
+            .iter()
+            .all(|s| s["address"] != "late@example.com")
+            .then_some(())
+    })
+    .await;
+    let page = console.http.post(&confirm).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::NOT_FOUND);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("no longer valid") && page.contains("work for 5s"),
+        "{page}"
+    );
+    assert!(list().iter().all(|s| s["address"] != "late@example.com"));
+    let expired = warden_store::Store::open(&data.join("control.db"))
+        .unwrap()
+        .events(&warden_store::EventFilter {
+            kind_prefix: Some("subscriber.expired".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].payload["subscriber_id"], pending["id"]);
+    assert!(
+        !expired[0].payload.to_string().contains("late@"),
+        "ids only in the log"
+    );
+
+    // The address signs up again, and this time confirms in time.
+    let (status, _) = console.sign_up("email=late%40example.com").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, confirmation) = eventually("the second confirmation", || {
+        smtp.messages().into_iter().nth(1)
+    })
+    .await;
+    let done = console
+        .http
+        .post(link(&confirmation, "confirm"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    assert_eq!(
+        console.subscriber_state("email", "late@example.com").await,
+        "active"
+    );
 }
