@@ -255,18 +255,7 @@ pub async fn run_proxy_bench(args: BenchProxyArgs, exe: &Path) -> anyhow::Result
         for t in order {
             let (name, url) = &targets[t];
             let report = measure(&clients[t], plan, url, &auth).await?;
-            eprintln!(
-                "round {round}/{}: {name:<6} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms{}",
-                args.rounds,
-                report.requests_per_s,
-                report.p50_ms,
-                report.p99_ms,
-                if report.errors > 0 {
-                    format!("  {} errors", report.errors)
-                } else {
-                    String::new()
-                }
-            );
+            eprintln!("{}", report.round_line(round, args.rounds, name));
             runs[t].push(report);
         }
     }

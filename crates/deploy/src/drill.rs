@@ -60,6 +60,41 @@ pub struct DrillReport {
 pub(crate) struct Up(pub(crate) tokio::process::Child);
 
 impl Up {
+    /// Runs `warden UP_ARGS` (a `warden up` command line, shown with `say`) on `data`
+    /// and `console`, and waits up to a minute for `base` to answer `/readyz`.
+    pub(crate) async fn start(
+        exe: &Path,
+        data: &Path,
+        console: &std::net::SocketAddr,
+        up_args: &[&str],
+        http: &reqwest::Client,
+        base: &str,
+        say: &impl Fn(&str),
+    ) -> anyhow::Result<Self> {
+        say(&format!("  $ warden {}", shell(up_args)));
+        let child = tokio::process::Command::new(exe)
+            .args(up_args)
+            .env("WARDEN_DATA_DIR", data)
+            .env("WARDEN_CONSOLE", console.to_string())
+            .env("WARDEN_LOG", "error")
+            .env_remove("WARDEN_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        let up = Self(child);
+        wait_until(Duration::from_secs(60), || async {
+            http.get(format!("{base}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await
+        .context("warden up did not get ready within a minute")?;
+        Ok(up)
+    }
+
     /// Stops it (SIGTERM, so it records what it still holds) and waits up to 30 s.
     pub(crate) async fn stop(mut self) {
         if let Some(pid) = self.0.id().and_then(|p| i32::try_from(p).ok()) {
@@ -130,31 +165,11 @@ pub async fn run(args: &DrillRollbackArgs, exe: &Path) -> anyhow::Result<DrillRe
         "--rollback-on",
         "none",
     ];
-    say(&format!("  $ warden {}", shell(&up_args)));
-    let child = tokio::process::Command::new(exe)
-        .args(up_args)
-        .env("WARDEN_DATA_DIR", &data)
-        .env("WARDEN_CONSOLE", console.to_string())
-        .env("WARDEN_LOG", "error")
-        .env_remove("WARDEN_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start {}", exe.display()))?;
-    let _up = Up(child);
     let base = format!("http://{listen}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    wait_until(Duration::from_secs(60), || async {
-        http.get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await
-    .context("warden up did not get ready within a minute")?;
+    let _up = Up::start(exe, &data, &console, &up_args, &http, &base, &say).await?;
     steps.push(step("warden up serving v1", started));
 
     let users = Users::start(&http, &base, 4, Duration::from_millis(10)).await?;

@@ -48,6 +48,22 @@ pub struct LoadReport {
     pub p99_ms: f64,
 }
 
+impl LoadReport {
+    /// One round's progress line: `round 2/5: nginx   12345 req/s  p50 ... ms`.
+    #[must_use]
+    pub fn round_line(&self, round: usize, rounds: usize, name: &str) -> String {
+        let errors = if self.errors > 0 {
+            format!("  {} errors", self.errors)
+        } else {
+            String::new()
+        };
+        format!(
+            "round {round}/{rounds}: {name:<6} {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms{errors}",
+            self.requests_per_s, self.p50_ms, self.p99_ms,
+        )
+    }
+}
+
 /// Runs `send(sequence_number)` under `plan`; `send` answers whether the request got
 /// the expected answer (a `bool` will do) and whether to time it.
 pub async fn run<F, Fut, A>(plan: LoadPlan, send: F) -> anyhow::Result<LoadReport>

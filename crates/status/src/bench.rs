@@ -310,7 +310,7 @@ pub async fn run_status_bench(args: BenchStatusArgs) -> anyhow::Result<bool> {
             let (name, url) = &targets[t];
             let reader = Reader::full(url, pages[t].bytes);
             let report = measure(&clients[t], plan, &reader).await?;
-            print_round(round, args.rounds, name, "", &report);
+            eprintln!("{}", report.round_line(round, args.rounds, name));
             full[t].push(report);
         }
         if args.rate > 0.0 {
@@ -318,7 +318,7 @@ pub async fn run_status_bench(args: BenchStatusArgs) -> anyhow::Result<bool> {
                 let (name, url) = &targets[t];
                 let reader = Reader::full(url, pages[t].bytes);
                 let report = measure(&clients[t], paced_plan, &reader).await?;
-                print_round(round, args.rounds, name, " (paced)", &report);
+                eprintln!("{} (paced)", report.round_line(round, args.rounds, name));
                 paced[t].push(report);
             }
         }
@@ -328,7 +328,10 @@ pub async fn run_status_bench(args: BenchStatusArgs) -> anyhow::Result<bool> {
                 let reader = Reader::conditional(url, pages[t].bytes, &pages[t].etag)?;
                 let report = measure(&clients[t], plan, &reader).await?;
                 not_modified[t] += reader.not_modified.load(Ordering::Relaxed);
-                print_round(round, args.rounds, name, " (If-None-Match)", &report);
+                eprintln!(
+                    "{} (If-None-Match)",
+                    report.round_line(round, args.rounds, name)
+                );
                 conditional[t].push(report);
             }
         }
@@ -399,20 +402,6 @@ pub async fn run_status_bench(args: BenchStatusArgs) -> anyhow::Result<bool> {
         print_table(&report);
     }
     Ok(passed)
-}
-
-fn print_round(round: usize, rounds: usize, name: &str, what: &str, report: &LoadReport) {
-    eprintln!(
-        "round {round}/{rounds}: {name:<6}{what} {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms{}",
-        report.requests_per_s,
-        report.p50_ms,
-        report.p99_ms,
-        if report.errors > 0 {
-            format!("  {} errors", report.errors)
-        } else {
-            String::new()
-        }
-    );
 }
 
 fn print_table(r: &StatusBenchReport) {
