@@ -24,8 +24,10 @@
 //! its bearer token, else of its address, under a key kept in the data dir
 //! ([`client_key`]), so the same user is the same client across windows and
 //! restarts and no token is kept. Each event loop counts in a
-//! [`ClientSketch`](warden_store::ClientSketch) of its own (one uncontended lock per
-//! request); when a window ends they are merged, the gauges
+//! [`ClientSketch`](warden_store::ClientSketch) of its own (an uncontended lock);
+//! a keep-alive connection remembers its last token's key and its last count, so
+//! its user's next requests in the same window cost a comparison, not an HMAC and
+//! a sketch update. When a window ends the loops' sketches are merged, the gauges
 //! `warden_proxy_clients` and `warden_proxy_clients_affected` show it, and it waits
 //! in memory for the control plane to take it ([`Proxy::take_closed_windows`]) and
 //! store it. The proxy itself never touches the store.
@@ -422,6 +424,8 @@ impl Proxy {
                 forwarded_for: HeaderValue::from_str(&peer.ip().to_string()).ok(),
                 address_key: self.clients.address_key(peer.ip()),
                 shard: Arc::clone(&shard),
+                last_token: Mutex::new(None),
+                last_count: Mutex::new(None),
             });
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
@@ -445,12 +449,10 @@ impl Proxy {
         &self,
         client: &Client<HttpConnector, Full<Bytes>>,
         request: Request<Incoming>,
-        connection: &Connection,
+        connection: &Arc<Connection>,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
-        let who = self
-            .clients
-            .identify(request.headers(), connection.address_key);
+        let who = connection.identify(&self.clients, request.headers());
         let mut response = self
             .forward(client, request, connection.forwarded_for.as_ref(), started)
             .await;
@@ -459,7 +461,7 @@ impl Proxy {
             Either::Left(streamed) => {
                 streamed.mark = Some(Mark {
                     clients: Arc::clone(&self.clients),
-                    shard: Arc::clone(&connection.shard),
+                    connection: Arc::clone(connection),
                     client: who,
                     started,
                     failed,
@@ -467,7 +469,7 @@ impl Proxy {
             }
             Either::Right(_) => {
                 let slow = started.elapsed() > self.clients.objective;
-                self.clients.record(&connection.shard, who, failed || slow);
+                connection.record(&self.clients, who, failed || slow);
             }
         }
         response
@@ -796,7 +798,7 @@ struct Tracked {
 /// The client of a streamed response, counted when the body is done.
 struct Mark {
     clients: Arc<Clients>,
-    shard: Arc<Shard>,
+    connection: Arc<Connection>,
     client: u64,
     started: Instant,
     /// A 5xx, or the instance failed mid-body.
@@ -807,8 +809,8 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         if let Some(mark) = self.mark.take() {
             let slow = mark.started.elapsed() > mark.clients.objective;
-            mark.clients
-                .record(&mark.shard, mark.client, mark.failed || slow);
+            mark.connection
+                .record(&mark.clients, mark.client, mark.failed || slow);
         }
     }
 }
@@ -850,6 +852,49 @@ struct Connection {
     address_key: u64,
     /// Where this event loop counts clients.
     shard: Arc<Shard>,
+    /// The last `Authorization` header on this connection and its client key: a
+    /// keep-alive connection mostly carries one user's requests, so the next one
+    /// skips the HMAC.
+    last_token: Mutex<Option<(HeaderValue, u64)>>,
+    /// The last count from this connection: client, window start, affected. A
+    /// repeat in the same window changes nothing, so it skips the shard's sketches.
+    last_count: Mutex<Option<(u64, i64, bool)>>,
+}
+
+impl Connection {
+    /// [`Clients::identify`], remembering the last header's key.
+    fn identify(&self, clients: &Clients, headers: &hyper::HeaderMap) -> u64 {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return self.address_key;
+        };
+        let mut last = lock(&self.last_token);
+        if let Some((seen, key)) = last.as_ref()
+            && seen == value
+        {
+            return *key;
+        }
+        let key = clients.identify(headers, self.address_key);
+        *last = Some((value.clone(), key));
+        key
+    }
+
+    /// [`Clients::record`] in this connection's shard, unless this connection has
+    /// already counted `client` in the current window, affected if `affected`.
+    fn record(&self, clients: &Clients, client: u64, affected: bool) {
+        let window = clients.window_start(warden_store::now_ms());
+        let mut last = lock(&self.last_count);
+        let counted = match *last {
+            Some((seen, start, was_affected)) if seen == client && start == window => {
+                Some(was_affected)
+            }
+            _ => None,
+        };
+        if counted.is_some_and(|was_affected| was_affected || !affected) {
+            return;
+        }
+        clients.record(&self.shard, client, affected);
+        *last = Some((client, window, affected || counted == Some(true)));
+    }
 }
 
 /// How the proxy counts the users it serves (see the module documentation).
@@ -1485,6 +1530,47 @@ mod tests {
         ] {
             assert!(Clients::new(&bad, &prometheus::Registry::new()).is_err());
         }
+    }
+
+    #[test]
+    fn a_connection_counts_its_repeats_once_and_an_affected_repeat_again() {
+        let registry = prometheus::Registry::new();
+        let counting = ClientCounting {
+            window: Duration::from_secs(3600),
+            ..ClientCounting::new([1; 32])
+        };
+        let clients = Clients::new(&counting, &registry).unwrap();
+        let address_key = clients.address_key(IpAddr::from([127, 0, 0, 1]));
+        let connection = Connection {
+            forwarded_for: None,
+            address_key,
+            shard: clients.shard(),
+            last_token: Mutex::new(None),
+            last_count: Mutex::new(None),
+        };
+        let headers = |value: &str| {
+            let mut headers = hyper::HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            headers
+        };
+        // The remembered key is the one the token hashes to; another token, another.
+        let ann = connection.identify(&clients, &headers("Bearer ann"));
+        assert_eq!(ann, clients.identify(&headers("Bearer ann"), address_key));
+        assert_eq!(connection.identify(&clients, &headers("Bearer ann")), ann);
+        let bob = connection.identify(&clients, &headers("Bearer bob"));
+        assert_eq!(bob, clients.identify(&headers("Bearer bob"), address_key));
+        assert_ne!(ann, bob);
+        assert_eq!(
+            connection.identify(&clients, &hyper::HeaderMap::new()),
+            address_key
+        );
+        // Repeats count once; a failed repeat still marks the client affected.
+        for affected in [false, false, true, false, true] {
+            connection.record(&clients, ann, affected);
+        }
+        connection.record(&clients, bob, false);
+        connection.record(&clients, ann, false);
+        assert_eq!(union(&clients.take_all(warden_store::now_ms())), (2, 1));
     }
 
     #[test]
