@@ -925,6 +925,24 @@ mod tests {
     }
 
     #[test]
+    fn teeth_are_measured_and_spikes_and_noise_are_not_teeth() {
+        // Teeth of 5 minutes, 30 % of the heap: the period is found.
+        let teeth = series(60.0, 2.0, |t| 300.0 + 90.0 * (t % 300.0) / 300.0);
+        let period = tooth_period(&teeth).unwrap();
+        assert!((period - 300.0).abs() <= STEP, "{period}");
+        // Noise alone, and noise with a one-sample spike every 6 minutes (its fall
+        // follows its jump), have no teeth.
+        assert_eq!(tooth_period(&series(60.0, 2.0, |_| 300.0)), None);
+        let spiky = series(60.0, 2.0, |t| {
+            300.0 + if t % 360.0 < STEP { 30.0 } else { 0.0 }
+        });
+        assert_eq!(tooth_period(&spiky), None);
+        // Fewer than four drops are no sawtooth.
+        let few = series(60.0, 2.0, |t| 300.0 + 90.0 * (t % 1200.0) / 1200.0);
+        assert_eq!(tooth_period(&few), None);
+    }
+
+    #[test]
     fn a_sawtooth_on_a_leak_is_still_a_leak() {
         let points = series(90.0, 2.0, |t| {
             300.0 + 6.0 * t / 60.0 + 60.0 * (t % 120.0) / 120.0
