@@ -627,6 +627,19 @@ mod tests {
 
     use super::*;
 
+    /// The kinds of the subscriber events recorded so far, in order.
+    fn event_kinds(store: &Store) -> Vec<String> {
+        store
+            .events(&warden_store::EventFilter {
+                kind_prefix: Some("subscriber.".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+
     fn config() -> StatusConfig {
         StatusConfig::default()
     }
@@ -660,15 +673,7 @@ mod tests {
             confirm(&store, &config, &subscriber.token, 7),
             Err(StatusError::NotFound(_))
         ));
-        let kinds: Vec<String> = store
-            .events(&warden_store::EventFilter {
-                kind_prefix: Some("subscriber.".into()),
-                ..Default::default()
-            })
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
+        let kinds = event_kinds(&store);
         assert_eq!(
             kinds,
             [
@@ -721,17 +726,6 @@ mod tests {
         let mut config = config();
         config.subscribers.confirm_within = Duration::from_secs(3600);
         let hour = 3_600_000;
-        let kinds = || -> Vec<String> {
-            store
-                .events(&warden_store::EventFilter {
-                    kind_prefix: Some("subscriber.".into()),
-                    ..Default::default()
-                })
-                .unwrap()
-                .into_iter()
-                .map(|e| e.kind)
-                .collect()
-        };
         let up = |address: &str, at| sign_up_email(&store, &config, address, &[], at).unwrap();
         assert_eq!(up("ann@example.com", 0), SignUp::ConfirmationQueued);
         assert_eq!(up("bob@example.com", hour / 2), SignUp::ConfirmationQueued);
@@ -745,7 +739,10 @@ mod tests {
         assert!(matches!(error, StatusError::Expired(_)), "{error:?}");
         assert!(error.to_string().contains("1h") && error.to_string().contains("sign up again"));
         assert_eq!(store.subscribers().unwrap()[0], ann);
-        assert_eq!(kinds(), ["subscriber.pending", "subscriber.pending"]);
+        assert_eq!(
+            event_kinds(&store),
+            ["subscriber.pending", "subscriber.pending"]
+        );
 
         // The sweep deletes Ann's sign-up (not Bob's, still in time), with an event.
         assert_eq!(expire_unconfirmed(&store, &config, hour + 1).unwrap(), 1);
@@ -818,15 +815,7 @@ mod tests {
             confirm(&store, &config, &new.token, 60_002).unwrap().state,
             "active"
         );
-        let kinds: Vec<String> = store
-            .events(&warden_store::EventFilter {
-                kind_prefix: Some("subscriber.".into()),
-                ..Default::default()
-            })
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
+        let kinds = event_kinds(&store);
         assert_eq!(
             kinds,
             [
