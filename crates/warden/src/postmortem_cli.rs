@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use warden_status::StatusError;
 use warden_status::client::AdminClient;
 use warden_status::postmortem::{Postmortem, PublishPostmortem};
 use warden_status::statuspage::Links;
-use warden_status::{StatusConfig, StatusError};
 
 use crate::ConsoleArgs;
+use crate::status_cli::RecordsArgs;
 
 /// `warden postmortem`'s flags.
 #[derive(clap::Args)]
@@ -37,22 +38,8 @@ pub(crate) struct PostmortemArgs {
     /// written beside it (postmortem-INCIDENT-memory.svg), where the draft links it.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// The data directory of `warden up`, whose store is read.
-    #[arg(
-        long,
-        env = "WARDEN_DATA_DIR",
-        value_name = "DIR",
-        default_value = "./warden-data"
-    )]
-    data_dir: PathBuf,
-    /// The status config, for the page's name in html [default: DATA_DIR/status.toml
-    /// when present].
-    #[arg(
-        long = "status-config",
-        env = "WARDEN_STATUS_CONFIG",
-        value_name = "FILE"
-    )]
-    status_config: Option<PathBuf>,
+    #[command(flatten)]
+    records: RecordsArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -94,13 +81,7 @@ enum Format {
 pub(crate) async fn run(args: PostmortemArgs) -> anyhow::Result<ExitCode> {
     match (args.command, args.incident) {
         (Some(PostmortemCommand::Publish(publish)), _) => publish_postmortem(publish).await,
-        (None, Some(incident)) => draft(
-            &incident,
-            args.format,
-            args.out.as_deref(),
-            &args.data_dir,
-            args.status_config.as_deref(),
-        ),
+        (None, Some(incident)) => draft(&incident, args.format, args.out.as_deref(), &args.records),
         (None, None) => anyhow::bail!(
             "name the incident: `warden postmortem INCIDENT` (`warden incident list` shows them)"
         ),
@@ -111,16 +92,9 @@ fn draft(
     incident: &str,
     format: Format,
     out: Option<&Path>,
-    data_dir: &Path,
-    status_config: Option<&Path>,
+    records: &RecordsArgs,
 ) -> anyhow::Result<ExitCode> {
-    let db = data_dir.join("control.db");
-    anyhow::ensure!(
-        db.is_file(),
-        "no store at {}: point --data-dir at the data directory of `warden up`",
-        db.display()
-    );
-    let store = warden_store::Store::open(&db)?;
+    let (store, db) = records.store()?;
     let postmortem = warden_status::postmortem::draft(&store, incident).map_err(|e| match e {
         StatusError::NotFound(message) => {
             anyhow::anyhow!("{message}; the store read is {}", db.display())
@@ -131,8 +105,7 @@ fn draft(
         Format::Md => postmortem.to_markdown(),
         Format::Json => format!("{}\n", serde_json::to_string_pretty(&postmortem)?),
         Format::Html => {
-            let path = StatusConfig::locate(status_config, data_dir);
-            let config = StatusConfig::load(path.as_deref())?;
+            let config = records.status_config()?;
             let links = Links {
                 base: config.public_url().unwrap_or_default().to_owned(),
                 static_files: false,

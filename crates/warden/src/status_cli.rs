@@ -241,6 +241,17 @@ pub(crate) enum SubscriberCommand {
 pub(crate) struct ExportArgs {
     /// Where to write the files (created if needed).
     dir: PathBuf,
+    #[command(flatten)]
+    records: RecordsArgs,
+    /// Print the files written as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a command reads of `warden up`'s records without it running: the store in
+/// its data directory, and the status config.
+#[derive(clap::Args)]
+pub(crate) struct RecordsArgs {
     /// The data directory of `warden up`, whose store is read.
     #[arg(
         long,
@@ -256,9 +267,25 @@ pub(crate) struct ExportArgs {
         value_name = "FILE"
     )]
     status_config: Option<PathBuf>,
-    /// Print the files written as JSON.
-    #[arg(long)]
-    json: bool,
+}
+
+impl RecordsArgs {
+    /// The store and its file; an error that names --data-dir when there is none.
+    pub(crate) fn store(&self) -> anyhow::Result<(warden_store::Store, PathBuf)> {
+        let db = self.data_dir.join("control.db");
+        anyhow::ensure!(
+            db.is_file(),
+            "no store at {}: point --data-dir at the data directory of `warden up`",
+            db.display()
+        );
+        Ok((warden_store::Store::open(&db)?, db))
+    }
+
+    /// --status-config, else DATA_DIR/status.toml, else the defaults.
+    pub(crate) fn status_config(&self) -> anyhow::Result<StatusConfig> {
+        let path = StatusConfig::locate(self.status_config.as_deref(), &self.data_dir);
+        StatusConfig::load(path.as_deref())
+    }
 }
 
 /// "api=major_outage" → ("api", MajorOutage).
@@ -612,15 +639,8 @@ fn start_time(text: &str) -> anyhow::Result<i64> {
 }
 
 fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
-    let db = args.data_dir.join("control.db");
-    anyhow::ensure!(
-        db.is_file(),
-        "no store at {}: point --data-dir at the data directory of `warden up`",
-        db.display()
-    );
-    let store = warden_store::Store::open(&db)?;
-    let path = StatusConfig::locate(args.status_config.as_deref(), &args.data_dir);
-    let config = StatusConfig::load(path.as_deref())?;
+    let (store, _) = args.records.store()?;
+    let config = args.records.status_config()?;
     let written =
         warden_status::export::export(&store, &config, &args.dir, warden_store::now_ms())?;
     if args.json {
