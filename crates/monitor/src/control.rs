@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use warden_store::{NewEvent, Retention, Store};
 
+use crate::compare::{self, Lookup};
 use crate::notify::{AlertStatus, ChannelConfig, Dispatcher, Notification, RetryPolicy};
 use crate::prometheus::PrometheusSource;
 use crate::rules::{ActiveAlert, AlertRules, Engine, Phase, Transition};
@@ -302,6 +303,29 @@ pub async fn run(
             .blocking(move |s| s.append_samples(at_ms, &samples))
             .await;
         let transitions = engine.evaluate(&scrapes);
+        for release in engine.releases_to_compare() {
+            let period = config.alerts.leak.compare.period;
+            let name = release.clone();
+            match store
+                .blocking(move |s| compare::load_baseline(s, &name, period))
+                .await
+            {
+                Ok(Lookup::NotYet) => {}
+                Ok(Lookup::Nothing) => engine.set_baseline(&release, None),
+                Ok(Lookup::Found(baseline)) => {
+                    tracing::info!(
+                        %release,
+                        previous = %baseline.release,
+                        "release {release} is compared with {} at the same age",
+                        baseline.release
+                    );
+                    engine.set_baseline(&release, Some(baseline));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %release, "cannot read the previous release's memory");
+                }
+            }
+        }
         let mut failed = u64::from(write.is_err());
         if let Err(error) = write {
             tracing::warn!(%error, "could not store samples; alerting carries on");

@@ -221,9 +221,16 @@ impl Assessment {
     /// One sentence for an alert or a log line.
     #[must_use]
     pub fn summary(&self) -> String {
+        self.summary_of("floor")
+    }
+
+    /// [`Assessment::summary`] naming what grows: the detector fits a series'
+    /// floor, a release comparison the excess over the previous release.
+    #[must_use]
+    pub fn summary_of(&self, what: &str) -> String {
         let mib_per_min = |b: f64| b * 60.0 / 1_048_576.0;
         let mut text = format!(
-            "{}: floor grows {:.2} MiB/min (95% CI {:.2} to {:.2}, p = {:.2e}), now {:.1} MiB",
+            "{}: {what} grows {:.2} MiB/min (95% CI {:.2} to {:.2}, p = {:.2e}), now {:.1} MiB",
             self.verdict,
             mib_per_min(self.rate_bytes_per_s),
             mib_per_min(self.rate_low),
@@ -259,7 +266,7 @@ const SUSTAINED_HIGH: f64 = 2.0;
 /// ... and the two rises must be within this ratio of each other (a warm-up slows).
 const EVEN_RISES: f64 = 0.65;
 /// Those comparisons allow this many standard deviations of floor noise.
-const NOISE_TOLERANCE: f64 = 0.5;
+pub(crate) const NOISE_TOLERANCE: f64 = 0.5;
 /// A longer scale whose second rise is below this fraction of its first (a gradual
 /// one) vetoes the shorter ones: growth dying down.
 const SLOWING: f64 = 0.5;
@@ -284,7 +291,7 @@ const TOOTH_REACH: f64 = 1.25;
 /// Largest lag-1 autocorrelation of the floors the significance test corrects for.
 const MAX_AUTOCORRELATION: f64 = 0.9;
 /// Confidence of the reported rate interval.
-const CONFIDENCE: f64 = 0.95;
+pub(crate) const CONFIDENCE: f64 = 0.95;
 /// How high above the floor line the peaks are taken to be (quantile of samples).
 const PEAK_QUANTILE: f64 = 0.95;
 
@@ -341,7 +348,7 @@ pub fn assess(points: &[(f64, f64)], limit_bytes: f64, rule: &LeakRule) -> Asses
     decided.unwrap_or_else(|| insufficient(current))
 }
 
-fn insufficient(current: f64) -> Assessment {
+pub(crate) fn insufficient(current: f64) -> Assessment {
     Assessment {
         leaking: false,
         verdict: Verdict::InsufficientData,
@@ -444,14 +451,6 @@ fn measure_scale(
     let rise_per_third = trend.slope * span / 3.0;
     let noise = floor_noise(&floors, trend.slope);
     let tolerance = NOISE_TOLERANCE * noise;
-    let steady = |levels: &[f64; 3]| {
-        let (first, second) = (levels[1] - levels[0], levels[2] - levels[1]);
-        [first, second].iter().all(|&rise| {
-            rise >= SUSTAINED_LOW * rise_per_third - tolerance
-                && rise <= SUSTAINED_HIGH * rise_per_third + tolerance
-        }) && second >= EVEN_RISES * first - tolerance
-            && first >= EVEN_RISES * second - tolerance
-    };
     // Growth dying down, as opposed to a step or a restart followed by steady growth:
     // the early rise is gradual, not one jump between neighbouring floors.
     let largest_jump = floors
@@ -465,20 +464,18 @@ fn measure_scale(
     let slowing = dying(&lows) && dying(&middles);
     // A leak keeps taking memory to new highs; load wander returns to where it was.
     let new_high = earlier.is_none_or(|highest| lows[2] > highest);
-    let sustained = steady(&lows) && steady(&middles) && new_high;
+    let sustained = steady(&lows, rise_per_third, tolerance)
+        && steady(&middles, rise_per_third, tolerance)
+        && new_high;
     let headroom = headroom(window, now, &trend, limit);
     let exhaustion_in = time_to(headroom, trend.slope);
     // Alert only if even the low end of the rate's interval runs out within the horizon.
     let soon = time_to(headroom, trend.low).is_some_and(|left| left <= rule.horizon);
-    let verdict = if !growing {
-        Verdict::NoSignificantGrowth
-    } else if !sustained {
-        Verdict::NotSustained
-    } else if trend.slope < rule.min_rate_bytes_per_s || !soon {
-        Verdict::TooSlow
-    } else {
-        Verdict::Leak
-    };
+    let verdict = verdict(
+        growing,
+        sustained,
+        trend.slope >= rule.min_rate_bytes_per_s && soon,
+    );
     Some(Scale {
         trend,
         #[cfg(test)]
@@ -491,6 +488,18 @@ fn measure_scale(
     })
 }
 
+/// Whether three successive levels (one per third of a span) rise steadily: each
+/// rise within `SUSTAINED_LOW`..`SUSTAINED_HIGH` times `rise_per_third` and the two
+/// within `EVEN_RISES` of each other, `tolerance` bytes allowed on each comparison.
+pub(crate) fn steady(levels: &[f64; 3], rise_per_third: f64, tolerance: f64) -> bool {
+    let (first, second) = (levels[1] - levels[0], levels[2] - levels[1]);
+    [first, second].iter().all(|&rise| {
+        rise >= SUSTAINED_LOW * rise_per_third - tolerance
+            && rise <= SUSTAINED_HIGH * rise_per_third + tolerance
+    }) && second >= EVEN_RISES * first - tolerance
+        && first >= EVEN_RISES * second - tolerance
+}
+
 /// `trend` (fitted to `floors`) with its p-value and interval corrected for serial
 /// correlation of the floors.
 ///
@@ -501,7 +510,7 @@ fn measure_scale(
 /// around the fitted line (clamped to 0..=0.9), which is the variance inflation of an
 /// AR(1) series (Yue & Wang 2004 use the same effective-sample-size idea). Floors of a
 /// leak under independent noise have ρ ≈ 0 and lose nothing.
-fn autocorrelation_corrected(floors: &[(f64, f64)], trend: Trend) -> Option<Trend> {
+pub(crate) fn autocorrelation_corrected(floors: &[(f64, f64)], trend: Trend) -> Option<Trend> {
     let residuals: Vec<f64> = floors
         .iter()
         .map(|&(x, y)| y - (trend.intercept + trend.slope * x))
@@ -593,7 +602,7 @@ fn tooth_period(points: &[(f64, f64)]) -> Option<f64> {
 /// The noise of single floors, robustly: from the differences of consecutive floors
 /// once the trend is taken out (a step or a drop is one difference, which the median
 /// ignores), as a normal standard deviation.
-fn floor_noise(floors: &[(f64, f64)], slope: f64) -> f64 {
+pub(crate) fn floor_noise(floors: &[(f64, f64)], slope: f64) -> f64 {
     let mut steps: Vec<f64> = floors
         .windows(2)
         .map(|pair| ((pair[1].1 - pair[0].1) - slope * (pair[1].0 - pair[0].0)).abs())
@@ -659,8 +668,22 @@ fn headroom(window: &[(f64, f64)], now: f64, trend: &Trend, limit: f64) -> Optio
     Some((limit - trend.intercept - excursion.max(0.0)).max(0.0))
 }
 
+/// The verdict on growth that is or is not significant, sustained, and fast enough
+/// (the minimum rate, the limit within the horizon), checked in that order.
+pub(crate) fn verdict(growing: bool, sustained: bool, fast_enough: bool) -> Verdict {
+    if !growing {
+        Verdict::NoSignificantGrowth
+    } else if !sustained {
+        Verdict::NotSustained
+    } else if !fast_enough {
+        Verdict::TooSlow
+    } else {
+        Verdict::Leak
+    }
+}
+
 /// Time to cover `headroom` at `rate`: `None` unless memory grows.
-fn time_to(headroom: Option<f64>, rate: f64) -> Option<Duration> {
+pub(crate) fn time_to(headroom: Option<f64>, rate: f64) -> Option<Duration> {
     if rate > 0.0 {
         Duration::try_from_secs_f64(headroom? / rate).ok()
     } else {
@@ -708,6 +731,12 @@ impl LeakTracker {
             state: AlertState::Inactive,
             clear_since: None,
         }
+    }
+
+    /// Changes the `for` duration from the next observation on: the rules engine's
+    /// leak alert holds for the detector's `for` or for the release comparison's.
+    pub fn set_for(&mut self, for_: Duration) {
+        self.for_s = for_.as_secs_f64();
     }
 
     /// The state after the latest observation.

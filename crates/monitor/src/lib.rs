@@ -2,6 +2,8 @@
 //!
 //! - [`detector`] decides whether a memory series is leaking: a robust trend on the
 //!   floor of the series, sustained across the window, with a forecast of exhaustion.
+//! - [`compare`] compares a young release's memory with the release it replaced at
+//!   the same age, which catches a leaking deploy in minutes rather than ten.
 //! - [`notify`] delivers alert notifications: signed webhooks, Slack, email.
 //! - [`scrape`] reads each target's `/metrics` and `/proc` RSS and derives request
 //!   rate, 5xx ratio and latency quantiles.
@@ -14,6 +16,7 @@
 
 pub mod bench;
 pub mod bench_scrape;
+pub mod compare;
 pub mod control;
 pub mod dashboard;
 pub mod detector;

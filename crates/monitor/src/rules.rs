@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::compare::{self, Baseline, CompareRule};
 use crate::detector::{self, AlertState, Assessment, LeakRule, LeakTracker};
 use crate::scrape::InstanceScrape;
 
@@ -64,6 +65,10 @@ impl AlertRules {
             .rule
             .validate()
             .map_err(|e| format!("alerts.leak: {e}"))?;
+        self.leak
+            .compare
+            .validate()
+            .map_err(|e| format!("alerts.leak.compare: {e}"))?;
         for (name, rule) in [
             ("memory_high", &self.memory_high),
             ("latency_p99", &self.latency_p99),
@@ -94,6 +99,9 @@ pub struct LeakAlert {
     pub enabled: bool,
     /// A configured memory limit in bytes, used when a process has no cgroup limit.
     pub memory_limit: Option<u64>,
+    /// How a new release is compared with the one it replaced
+    /// (`[alerts.leak.compare]`, see [`crate::compare`]).
+    pub compare: CompareRule,
     /// The detector's settings: `window`, `horizon`, `for`, `significance`,
     /// `min_rate_bytes_per_s`.
     #[serde(flatten)]
@@ -105,6 +113,7 @@ impl Default for LeakAlert {
         Self {
             enabled: true,
             memory_limit: None,
+            compare: CompareRule::default(),
             rule: LeakRule::default(),
         }
     }
@@ -237,6 +246,9 @@ pub struct ActiveAlert {
 /// Per-instance state between evaluations.
 struct Instance {
     release: String,
+    /// When its process started (unix seconds): `process_start_time_seconds`, else
+    /// the first scrape of this release here.
+    born: Option<f64>,
     heap: VecDeque<(f64, f64)>,
     rss: VecDeque<(f64, f64)>,
     alerts: HashMap<&'static str, Alert>,
@@ -266,6 +278,8 @@ struct Check {
 pub struct Engine {
     rules: AlertRules,
     instances: HashMap<String, Instance>,
+    /// What each new release is compared with; `None` when there is nothing.
+    baselines: HashMap<String, Option<Baseline>>,
     machine_ram: Option<f64>,
 }
 
@@ -276,6 +290,7 @@ impl Engine {
         Self {
             rules,
             instances: HashMap::new(),
+            baselines: HashMap::new(),
             machine_ram: warden_telemetry::memory_limit(None)
                 .filter(|l| l.source == warden_telemetry::LimitSource::MachineRam)
                 .map(|l| l.bytes as f64),
@@ -327,6 +342,7 @@ impl Engine {
                     }),
                     last: None,
                 });
+                alert.tracker.set_for(check.for_);
                 let before = alert.tracker.state();
                 let after = match check.holds {
                     Some(holds) => alert
@@ -398,12 +414,42 @@ impl Engine {
             .entry(instance.to_owned())
             .or_insert_with(|| Instance {
                 release: release.to_owned(),
+                born: None,
                 heap: VecDeque::new(),
                 rss: VecDeque::new(),
                 alerts: HashMap::new(),
             });
         state.heap = heap.iter().copied().collect();
         state.rss = rss.iter().copied().collect();
+    }
+
+    /// Releases running here young enough to be compared with the release they
+    /// replaced, whose baseline has not been given yet ([`Engine::set_baseline`]).
+    #[must_use]
+    pub fn releases_to_compare(&self) -> Vec<String> {
+        let compare = &self.rules.leak.compare;
+        if !(self.rules.leak.enabled && compare.enabled) {
+            return Vec::new();
+        }
+        let mut list: Vec<String> = self
+            .instances
+            .values()
+            .filter(|i| !self.baselines.contains_key(&i.release))
+            .filter(|i| {
+                let newest = i.heap.back().or(i.rss.back()).map(|&(t, _)| t);
+                matches!((i.born, newest), (Some(born), Some(now)) if now - born <= compare.period.as_secs_f64())
+            })
+            .map(|i| i.release.clone())
+            .collect();
+        list.sort();
+        list.dedup();
+        list
+    }
+
+    /// What `release` is compared with while young; `None`: nothing (it is then
+    /// judged by the detector alone).
+    pub fn set_baseline(&mut self, release: &str, baseline: Option<Baseline>) {
+        self.baselines.insert(release.to_owned(), baseline);
     }
 
     /// Alerts pending or firing now, firing first.
@@ -430,6 +476,7 @@ impl Engine {
             .entry(scrape.target.instance.clone())
             .or_insert_with(|| Instance {
                 release: scrape.target.release.clone(),
+                born: None,
                 heap: VecDeque::new(),
                 rss: VecDeque::new(),
                 alerts: HashMap::new(),
@@ -438,10 +485,23 @@ impl Engine {
             // A new release on the same address is a new process: its memory history
             // starts again.
             state.release = scrape.target.release.clone();
+            state.born = None;
             state.heap.clear();
             state.rss.clear();
         }
         let now = scrape.at_ms as f64 / 1000.0;
+        if scrape.up {
+            let started = scrape
+                .samples
+                .iter()
+                .find(|s| s.name == compare::PROCESS_START)
+                .map(|s| s.value)
+                .filter(|t| t.is_finite() && *t <= now);
+            // A restart at the same address and release is a new process too.
+            if started.is_some() && started != state.born || state.born.is_none() {
+                state.born = Some(started.unwrap_or(now));
+            }
+        }
         for (series, value) in [
             (&mut state.heap, scrape.memory.heap_allocated),
             (&mut state.rss, scrape.memory.rss),
@@ -478,11 +538,28 @@ impl Engine {
             let rule = &rules.leak.rule;
             let heap = detector::assess(state.heap.make_contiguous(), limit, rule);
             let rss = detector::assess(state.rss.make_contiguous(), limit, rule);
+            let compared = match (self.baselines.get(release), state.born) {
+                (Some(Some(baseline)), Some(born)) if rules.leak.compare.enabled => {
+                    let judge = |points: &VecDeque<(f64, f64)>, against: &[Vec<(f64, f64)>]| {
+                        let aged: Vec<(f64, f64)> =
+                            points.iter().map(|&(t, v)| (t - born, v)).collect();
+                        compare::compare(&aged, against, limit, rule, &rules.leak.compare)
+                    };
+                    Some(Compared {
+                        release: baseline.release.clone(),
+                        heap: judge(&state.heap, &baseline.heap),
+                        rss: judge(&state.rss, &baseline.rss),
+                        for_: rules.leak.compare.for_,
+                    })
+                }
+                _ => None,
+            };
             checks.push(leak_check(
                 instance,
                 release,
                 &heap,
                 &rss,
+                compared.as_ref(),
                 limit,
                 rule,
                 scrape.at_ms,
@@ -595,16 +672,50 @@ fn mb_per_min(bytes_per_s: f64) -> f64 {
     bytes_per_s * 60.0 / 1e6
 }
 
-/// The leak check from the heap and RSS assessments of one instance.
+/// A young release compared with the one it replaced ([`compare::compare`]).
+struct Compared {
+    /// The release compared with.
+    release: String,
+    heap: Option<Assessment>,
+    rss: Option<Assessment>,
+    /// The comparison's own `for`.
+    for_: Duration,
+}
+
+impl Compared {
+    fn leaking(&self) -> bool {
+        [&self.heap, &self.rss]
+            .iter()
+            .any(|a| a.as_ref().is_some_and(|a| a.leaking))
+    }
+}
+
+/// The leak check from the heap and RSS assessments of one instance, and from its
+/// comparison with the previous release while it is young. The detector's verdict
+/// comes first; the comparison decides only when the detector finds no leak.
+#[allow(clippy::too_many_arguments)]
 fn leak_check(
     instance: &str,
     release: &str,
     heap: &Assessment,
     rss: &Assessment,
+    compared: Option<&Compared>,
     limit: f64,
     rule: &LeakRule,
     now_ms: i64,
 ) -> Check {
+    let by_comparison = !(heap.leaking || rss.leaking) && compared.is_some_and(Compared::leaking);
+    let unjudged = detector::insufficient(0.0);
+    let (heap, rss, for_, than, what) = match compared.filter(|_| by_comparison) {
+        Some(c) => (
+            c.heap.as_ref().unwrap_or(&unjudged),
+            c.rss.as_ref().unwrap_or(&unjudged),
+            c.for_,
+            format!(" faster than {} did at the same age", c.release),
+            format!("excess over {}", c.release),
+        ),
+        None => (heap, rss, rule.for_, String::new(), "floor".to_owned()),
+    };
     let evidence = match (heap.leaking, rss.leaking) {
         (true, true) => "heap+rss",
         (true, false) => "heap",
@@ -650,17 +761,17 @@ fn leak_check(
     Check {
         alert: "MemoryLeak",
         severity: "critical",
-        for_: rule.for_,
+        for_,
         holds: Some(heap.leaking || rss.leaking),
         summary: format!(
-            "memory leak in release {release} on {instance}: {} +{:.1} MB/min, {forecast}",
+            "memory leak in release {release} on {instance}: {} +{:.1} MB/min{than}, {forecast}",
             if evidence == "rss" { "RSS" } else { "heap" },
             mb_per_min(lead.rate_bytes_per_s),
         ),
         description: format!(
             "{evidence_text}. Heap: {}. RSS: {}.",
-            heap.summary(),
-            rss.summary()
+            heap.summary_of(&what),
+            rss.summary_of(&what)
         ),
         labels: vec![("evidence", evidence.to_owned())],
         details: serde_json::json!({
@@ -671,6 +782,12 @@ fn leak_check(
             "limit_bytes": limit,
             "heap": heap,
             "rss": rss,
+            "method": if by_comparison { "comparison" } else { "detector" },
+            "compared_with": compared.map(|c| serde_json::json!({
+                "release": c.release,
+                "heap": c.heap,
+                "rss": c.rss,
+            })),
         }),
     }
 }
@@ -830,6 +947,12 @@ mod tests {
             .expect("the leak fires");
         assert!(firing.at_ms > 600_000, "not before the leak began");
         assert_eq!(firing.labels["evidence"], "heap+rss");
+        assert_eq!(firing.details["method"], "detector");
+        assert!(
+            firing.description.contains("floor grows"),
+            "{}",
+            firing.description
+        );
         assert!(
             firing
                 .summary
@@ -846,6 +969,91 @@ mod tests {
             firing.summary
         );
         assert!(firing.details["exhaustion_in_s"].as_u64().unwrap() < 7200);
+    }
+
+    /// A young v2 instance (started at 0 s) leaking 200 KB/s, scraped every 5 s up
+    /// to `until` s, with v1's start-up as its baseline or none.
+    fn young_leak(baseline: Option<Baseline>, until: i64) -> (Engine, Vec<Transition>) {
+        let mut engine = Engine::new(leak_rules());
+        let mut seen = Vec::new();
+        for s in (2..until).step_by(5) {
+            let jitter = f64::from((s * 7919 % 13) as i32 - 6) * 170_000.0;
+            let heap = 50e6 + 200e3 * s as f64 + jitter;
+            let mut scrape = scrape(
+                s,
+                true,
+                Memory {
+                    rss: Some(heap + 20e6),
+                    heap_allocated: Some(heap),
+                    limit: None,
+                },
+                None,
+            );
+            scrape.samples.push(warden_store::Sample {
+                name: compare::PROCESS_START.into(),
+                labels: warden_store::Labels::new(),
+                value: 0.0,
+            });
+            seen.extend(engine.evaluate(&[scrape]));
+            if s == 2 {
+                assert_eq!(engine.releases_to_compare(), ["v2"]);
+                engine.set_baseline("v2", baseline.clone());
+                assert!(engine.releases_to_compare().is_empty());
+            }
+        }
+        (engine, seen)
+    }
+
+    #[test]
+    fn a_young_release_leaking_faster_than_its_predecessor_fires_in_minutes() {
+        let flat: Vec<(f64, f64)> = (0..120)
+            .map(|k| {
+                let age = 1.0 + 5.0 * f64::from(k);
+                (age, 50e6 + 20e6 + f64::from((k * 31 % 7) - 3) * 200_000.0)
+            })
+            .collect();
+        let baseline = Baseline {
+            release: "v1".into(),
+            heap: vec![flat.iter().map(|&(t, v)| (t, v - 20e6)).collect()],
+            rss: vec![flat],
+        };
+        let (_, seen) = young_leak(Some(baseline), 300);
+        let firing = seen
+            .iter()
+            .find(|t| t.alert == "MemoryLeak" && t.phase == Phase::Firing)
+            .expect("the comparison fires");
+        // settle 30 s + span 60 s, then its `for` of 30 s.
+        assert!(
+            (115_000..=135_000).contains(&firing.at_ms),
+            "fired at {} ms",
+            firing.at_ms
+        );
+        assert_eq!(firing.details["method"], "comparison");
+        assert!(
+            firing.description.contains("excess over v1 grows"),
+            "{}",
+            firing.description
+        );
+        assert_eq!(firing.details["compared_with"]["release"], "v1");
+        assert_eq!(firing.labels["evidence"], "heap+rss");
+        assert!(
+            firing
+                .summary
+                .contains("faster than v1 did at the same age"),
+            "{}",
+            firing.summary
+        );
+        let rate = firing.details["rate_mb_per_min"].as_f64().unwrap();
+        assert!((10.0..14.0).contains(&rate), "rate {rate}");
+    }
+
+    #[test]
+    fn a_young_release_without_a_baseline_waits_for_the_detector() {
+        let (_, seen) = young_leak(None, 590);
+        assert!(
+            seen.iter().all(|t| t.alert != "MemoryLeak"),
+            "the detector needs a sixth of its window: {seen:?}"
+        );
     }
 
     #[test]
