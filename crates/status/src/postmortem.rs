@@ -304,6 +304,9 @@ pub struct LeakEvidence {
     pub heap: Option<Assessed>,
     /// The detector's verdict on RSS.
     pub rss: Option<Assessed>,
+    /// When the verdict came from comparing the release with the one it replaced at
+    /// the same age (its rates are then how much faster it grew): that release.
+    pub compared_with: Option<String>,
     /// The alert's one-line summary.
     pub summary: String,
     /// The alert's description.
@@ -1005,6 +1008,13 @@ fn leak_evidence(event: &Event) -> LeakEvidence {
         limit_bytes: number(&details["limit_bytes"]),
         heap: assessed(&details["heap"]),
         rss: assessed(&details["rss"]),
+        compared_with: (details["method"] == "comparison")
+            .then(|| {
+                details["compared_with"]["release"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .flatten(),
         summary: event.payload["summary"]
             .as_str()
             .unwrap_or(LEAK_ALERT)
@@ -1646,6 +1656,12 @@ impl Postmortem {
                         _ => "leading series",
                     })
             );
+            if let Some(previous) = &leak.compared_with {
+                line.push_str(&format!(
+                    ", faster than {} at the same age",
+                    md_text(previous)
+                ));
+            }
             line.push(')');
             if let Some(seconds) = leak.exhaustion_in_s {
                 line.push_str(&format!(
@@ -1673,7 +1689,10 @@ impl Postmortem {
                 parts.push(md_text(&verdict.replace('_', " ")));
             }
             if let Some(rate) = a.rate_mb_per_min {
-                parts.push(format!("floor {rate:+.2} MB/min"));
+                parts.push(match &leak.compared_with {
+                    Some(previous) => format!("{rate:+.2} MB/min over {}", md_text(previous)),
+                    None => format!("floor {rate:+.2} MB/min"),
+                });
             }
             if let Some(p) = a.p_value {
                 parts.push(format!("p = {p:.1e}"));
@@ -2915,6 +2934,25 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{svg}");
         assert!(svg.contains("marker-rollback") && svg.contains("marker-alert-firing"));
         assert!(svg.contains("RSS v2 · 127.0.0.1:9001"));
+    }
+
+    #[test]
+    fn a_leak_found_by_comparison_names_the_release_compared_with() {
+        let event = |method: &str| Event {
+            id: 7,
+            at_ms: T0,
+            kind: "alert.firing".into(),
+            release: Some("v2".into()),
+            payload: serde_json::json!({
+                "alert": "MemoryLeak", "release": "v2",
+                "details": {"method": method, "compared_with": {"release": "v1"}},
+            }),
+        };
+        assert_eq!(
+            leak_evidence(&event("comparison")).compared_with.as_deref(),
+            Some("v1")
+        );
+        assert_eq!(leak_evidence(&event("detector")).compared_with, None);
     }
 
     #[test]
