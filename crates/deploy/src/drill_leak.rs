@@ -71,12 +71,31 @@ pub struct DrillLeakArgs {
     /// The leak rule's `for` (`[alerts.leak] for`).
     #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = humantime::parse_duration)]
     pub leak_for: Duration,
+    /// How long v1 serves the users before v2 is deployed. A young release's memory
+    /// is compared with its predecessor's at the same age, so this is what v2 can be
+    /// compared with; 0s leaves v2 to the leak detector alone.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = humantime::parse_duration)]
+    pub v1_serves: Duration,
+    /// Start-up not compared (`[alerts.leak.compare] settle`).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub compare_settle: Duration,
+    /// Ages compared before a verdict (`[alerts.leak.compare] span`).
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub compare_span: Duration,
+    /// The comparison's `for` (`[alerts.leak.compare] for`).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub compare_for: Duration,
     /// How long recovery must hold before the incident is resolved.
     #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
     pub resolve_after: Duration,
     /// Give up waiting for any one stage after this long.
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Keep the drill's files here (a new or empty directory) instead of a scratch
+    /// directory that is deleted at the end: its data dir (`DIR/data`) can then be
+    /// looked at with `warden dashboard`, `warden postmortem` and the like.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<std::path::PathBuf>,
     /// Also write the drafted postmortem (Markdown) here.
     #[arg(long, value_name = "FILE")]
     pub postmortem: Option<std::path::PathBuf>,
@@ -90,6 +109,9 @@ pub struct DrillLeakArgs {
 pub struct Scorecard {
     /// Leak onset (v2 taking traffic) → the leak alert firing.
     pub alert_after_onset_s: Option<f64>,
+    /// What found the leak: `comparison` (v2 against v1 at the same age) or
+    /// `detector` (v2's memory on its own).
+    pub alert_method: Option<String>,
     /// The alert → the users' first response from v1.
     pub rollback_after_alert_s: Option<f64>,
     /// Whether the rollback was Warden's own (not a person's).
@@ -174,20 +196,30 @@ pub async fn run(args: &DrillLeakArgs, exe: &Path) -> anyhow::Result<Scorecard> 
         "--rate: use a positive number of requests per second"
     );
     let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
-    let data = scratch.path().join("data");
+    let root = match &args.keep {
+        Some(dir) => {
+            anyhow::ensure!(
+                std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none()),
+                "--keep {}: use a new or empty directory",
+                dir.display()
+            );
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("--keep {}: cannot create it", dir.display()))?;
+            dir.clone()
+        }
+        None => scratch.path().to_owned(),
+    };
+    let data = root.join("data");
     std::fs::create_dir_all(&data)?;
     let (listen, console) = (free_port()?, free_port()?);
     let say = |line: &str| eprintln!("{line}");
 
     say("▶ 1. Record v1 (good) and v2 (its JSON crate updated; leaks on every request).");
     for (name, version) in [("v1", "1.0.140"), ("v2", "1.0.141")] {
-        std::fs::write(
-            scratch.path().join(format!("{name}.lock")),
-            lockfile(version),
-        )?;
+        std::fs::write(root.join(format!("{name}.lock")), lockfile(version))?;
     }
-    let v1_lock = scratch.path().join("v1.lock");
-    let v2_lock = scratch.path().join("v2.lock");
+    let v1_lock = root.join("v1.lock");
+    let v2_lock = root.join("v2.lock");
     let leak = format!(
         "--api-arg=--chaos-leak-bytes-per-request={}",
         args.leak_bytes_per_request
@@ -219,15 +251,19 @@ pub async fn run(args: &DrillLeakArgs, exe: &Path) -> anyhow::Result<Scorecard> 
     .await?;
 
     say("▶ 2. Start Warden with v1; subscribe a webhook to the status page; start the users.");
-    let config = scratch.path().join("warden.toml");
+    let config = root.join("warden.toml");
     std::fs::write(
         &config,
         format!(
-            "[monitor]\nscrape_interval = \"{}\"\n\n[alerts.leak]\nwindow = \"{}\"\nfor = \"{}\"\nmemory_limit = {}\n",
+            "[monitor]\nscrape_interval = \"{}\"\n\n[alerts.leak]\nwindow = \"{}\"\nfor = \"{}\"\nmemory_limit = {}\n\n\
+             [alerts.leak.compare]\nsettle = \"{}\"\nspan = \"{}\"\nfor = \"{}\"\n",
             humantime::format_duration(args.scrape_interval),
             humantime::format_duration(args.leak_window),
             humantime::format_duration(args.leak_for),
-            args.memory_limit
+            args.memory_limit,
+            humantime::format_duration(args.compare_settle),
+            humantime::format_duration(args.compare_span),
+            humantime::format_duration(args.compare_for),
         ),
     )?;
     std::fs::write(
@@ -273,6 +309,14 @@ pub async fn run(args: &DrillLeakArgs, exe: &Path) -> anyhow::Result<Scorecard> 
         "  {} users, about {:.0} requests/s in all.",
         args.users, args.rate
     ));
+
+    if !args.v1_serves.is_zero() {
+        say(&format!(
+            "  v1 serves them for {} (what v2's memory is compared with).",
+            humantime::format_duration(args.v1_serves)
+        ));
+        tokio::time::sleep(args.v1_serves).await;
+    }
 
     say("▶ 3. Deploy v2 with --force, past the update gate, as on the day.");
     command(exe, &data, &console, &["deploy", "v2", "--force"], &say).await?;
@@ -372,6 +416,7 @@ pub async fn run(args: &DrillLeakArgs, exe: &Path) -> anyhow::Result<Scorecard> 
     });
     let mut card = Scorecard {
         alert_after_onset_s: seconds(timeline.onset_ms, timeline.alert_ms),
+        alert_method: timeline.alert_method.clone(),
         rollback_after_alert_s: seconds(timeline.alert_ms, back_on_v1_ms),
         rollback_automatic: timeline.rollback_automatic,
         failed_requests: tally.failed,
@@ -426,6 +471,7 @@ struct Timeline {
     last_id: i64,
     onset_ms: Option<i64>,
     alert_ms: Option<i64>,
+    alert_method: Option<String>,
     rollback_ms: Option<i64>,
     rollback_automatic: bool,
     incident: Option<String>,
@@ -447,6 +493,7 @@ impl Timeline {
             }
             "alert.firing" if p["alert"] == "MemoryLeak" && self.alert_ms.is_none() => {
                 self.alert_ms = Some(at);
+                self.alert_method = p["details"]["method"].as_str().map(str::to_owned);
                 Some(format!(
                     "ALERT MemoryLeak on {release}: {}",
                     p["summary"].as_str().unwrap_or_default()
@@ -547,7 +594,15 @@ pub fn render(card: &Scorecard) -> String {
             "leak onset → alert",
             "~60 min to find the cause",
             "≤ 3 min",
-            s(card.alert_after_onset_s),
+            format!(
+                "{}{}",
+                s(card.alert_after_onset_s),
+                match card.alert_method.as_deref() {
+                    Some("comparison") => " (v2 against v1 at the same age)",
+                    Some("detector") => " (the leak detector)",
+                    _ => "",
+                }
+            ),
             within(card.alert_after_onset_s, ALERT_GOAL_S),
         ),
         (
@@ -646,6 +701,7 @@ mod tests {
     fn a_scorecard_misses_what_it_misses() {
         let mut card = Scorecard {
             alert_after_onset_s: Some(100.0),
+            alert_method: Some("comparison".into()),
             rollback_after_alert_s: Some(0.2),
             rollback_automatic: true,
             failed_requests: 0,

@@ -2,13 +2,16 @@
 //! shorter rule windows (set by its flags), asserting the scorecard: the alert
 //! fired, the rollback was automatic and no user request failed, the incident was
 //! opened and resolved, subscribers were told, and the postmortem names the JSON
-//! crate whose update leaked.
+//! crate whose update leaked. Once as at the default settings, where v1 serves the
+//! users first and v2 is found by comparing it with v1 at the same age, and once
+//! with v2 deployed at once, left to the leak detector.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 
-#[test]
-fn the_replayed_outage_ends_with_no_failed_request_and_the_culprit_named() {
+/// Runs the drill with the shortened flags plus `extra`; returns the scorecard
+/// after asserting what every drill must show.
+fn drill(extra: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args([
             "drill",
@@ -17,12 +20,8 @@ fn the_replayed_outage_ends_with_no_failed_request_and_the_culprit_named() {
             "20",
             "--rate",
             "100",
-            "--leak-bytes-per-request",
-            "65536",
             "--scrape-interval",
             "1s",
-            "--leak-window",
-            "60s",
             "--leak-for",
             "5s",
             "--resolve-after",
@@ -31,6 +30,7 @@ fn the_replayed_outage_ends_with_no_failed_request_and_the_culprit_named() {
             "3m",
             "--json",
         ])
+        .args(extra)
         .env_remove("WARDEN_DATA_DIR")
         .env_remove("WARDEN_CONSOLE")
         .output()
@@ -52,7 +52,7 @@ fn the_replayed_outage_ends_with_no_failed_request_and_the_culprit_named() {
     assert_eq!(card["failed_requests"], 0);
     assert!(card["total_requests"].as_u64().unwrap() > 100, "{card:#}");
     // Measured by the proxy (a slow response counts too, so not asserted as 0 on a
-    // busy CI machine running a debug build).
+    // busy CI machine).
     assert!(card["users_affected_ratio"].is_number(), "{card:#}");
     assert!(card["users_seen"].as_u64().unwrap() >= 20, "{card:#}");
     assert!(card["first_update_after_alert_s"].as_f64().unwrap() <= 60.0);
@@ -76,4 +76,39 @@ fn the_replayed_outage_ends_with_no_failed_request_and_the_culprit_named() {
             "{step:?} missing from:\n{timeline}"
         );
     }
+    card
+}
+
+#[test]
+fn the_replayed_outage_is_caught_by_comparing_v2_with_v1() {
+    // The detector's window is long enough that only the comparison can be quick:
+    // 16 KiB × 100 requests/s more than v1, judged from 5 s of age over 15 s.
+    let card = drill(&[
+        "--leak-bytes-per-request",
+        "16384",
+        "--leak-window",
+        "10m",
+        "--v1-serves",
+        "30s",
+        "--compare-settle",
+        "5s",
+        "--compare-span",
+        "15s",
+        "--compare-for",
+        "5s",
+    ]);
+    assert_eq!(card["alert_method"], "comparison", "{card:#}");
+}
+
+#[test]
+fn the_replayed_outage_without_a_predecessor_to_compare_is_caught_by_the_detector() {
+    let card = drill(&[
+        "--leak-bytes-per-request",
+        "65536",
+        "--leak-window",
+        "60s",
+        "--v1-serves",
+        "0s",
+    ]);
+    assert_eq!(card["alert_method"], "detector", "{card:#}");
 }
