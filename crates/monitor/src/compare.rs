@@ -512,6 +512,48 @@ mod tests {
         assert!(toml::from_str::<CompareRule>("spam = 1").is_err());
     }
 
+    /// Diagnostics: replays the comparison over a recorded data dir's store, e.g. a
+    /// drill kept with `--keep DIR`:
+    /// `COMPARE_DB=DIR/data/control.db COMPARE_RELEASE=v2 cargo test --release -p
+    /// warden-monitor compare_replay -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "diagnostics on a recorded store"]
+    fn compare_replay() {
+        let store =
+            Store::open(std::path::Path::new(&std::env::var("COMPARE_DB").unwrap())).unwrap();
+        let release = std::env::var("COMPARE_RELEASE").unwrap_or_else(|_| "v2".into());
+        let rule = CompareRule::default();
+        let Lookup::Found(baseline) = load_baseline(&store, &release, rule.period).unwrap() else {
+            panic!("no baseline for {release}");
+        };
+        let matcher = [("release", release.as_str())];
+        let started = store.query(PROCESS_START, &matcher, 0, i64::MAX).unwrap()[0].points[0].1;
+        for (name, against) in [(series::HEAP, &baseline.heap), (series::RSS, &baseline.rss)] {
+            let data = store.query(name, &matcher, 0, i64::MAX).unwrap();
+            let data = data
+                .iter()
+                .find(|d| {
+                    name != series::HEAP
+                        || d.labels.get("kind").map(String::as_str) == Some("allocated")
+                })
+                .unwrap();
+            let aged: Vec<(f64, f64)> = data
+                .points
+                .iter()
+                .map(|&(t, v)| (t as f64 / 1000.0 - started, v))
+                .collect();
+            for n in 1..=aged.len() {
+                if let Some(a) = compare(&aged[..n], against, LIMIT, &LeakRule::default(), &rule) {
+                    println!(
+                        "{name} {release} at {:.0} s: {}",
+                        aged[n - 1].0,
+                        a.summary_of("excess")
+                    );
+                }
+            }
+        }
+    }
+
     fn at(store: &Store, at_ms: i64, kind: &str, release: &str, from: Option<&str>) {
         store
             .append_event_at(
