@@ -246,8 +246,9 @@ pub struct ActiveAlert {
 /// Per-instance state between evaluations.
 struct Instance {
     release: String,
-    /// When its process started (unix seconds): `process_start_time_seconds`, else
-    /// the first scrape of this release here.
+    /// When its process started (unix seconds), if it reports
+    /// `process_start_time_seconds`: only then is its age known, and it can be
+    /// compared with its predecessor.
     born: Option<f64>,
     heap: VecDeque<(f64, f64)>,
     rss: VecDeque<(f64, f64)>,
@@ -329,6 +330,11 @@ impl Engine {
                 }
             }
         }
+        // A release no longer running needs no baseline; deployed again, it is
+        // looked up again.
+        let instances = &self.instances;
+        self.baselines
+            .retain(|release, _| instances.values().any(|i| &i.release == release));
         for scrape in scrapes {
             let checks = self.checks(scrape);
             let Some(state) = self.instances.get_mut(&scrape.target.instance) else {
@@ -490,17 +496,15 @@ impl Engine {
             state.rss.clear();
         }
         let now = scrape.at_ms as f64 / 1000.0;
-        if scrape.up {
-            let started = scrape
-                .samples
-                .iter()
-                .find(|s| s.name == compare::PROCESS_START)
-                .map(|s| s.value)
-                .filter(|t| t.is_finite() && *t <= now);
-            // A restart at the same address and release is a new process too.
-            if started.is_some() && started != state.born || state.born.is_none() {
-                state.born = Some(started.unwrap_or(now));
-            }
+        // A restart at the same address and release is a new process too.
+        if let Some(started) = scrape
+            .samples
+            .iter()
+            .find(|s| s.name == compare::PROCESS_START)
+            .map(|s| s.value)
+            .filter(|t| t.is_finite() && *t <= now)
+        {
+            state.born = Some(started);
         }
         for (series, value) in [
             (&mut state.heap, scrape.memory.heap_allocated),
