@@ -207,7 +207,9 @@ pub fn compare(
             trend.slope * third,
             detector::NOISE_TOLERANCE * detector::floor_noise(&excess, trend.slope),
         );
-    let peak = compared.iter().map(|&(_, b)| b).fold(0.0, f64::max);
+    // Headroom from the highest memory so far, compared or not (after the
+    // predecessor's samples end, the verdict stands on the ages they cover).
+    let peak = points.iter().map(|&(_, b)| b).fold(0.0, f64::max);
     let headroom = Some((limit - peak).max(0.0));
     let soon = detector::time_to(headroom, trend.low).is_some_and(|left| left <= rule.horizon);
     let verdict = detector::verdict(
