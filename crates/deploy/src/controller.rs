@@ -482,7 +482,7 @@ impl Controller {
             }
             state.deploying = Some(release.name.clone());
             self.recorder.record(
-                "deploy.started",
+                warden_store::kinds::DEPLOY_STARTED,
                 &release.name,
                 serde_json::json!({
                     "summary": format!("deploy of {} started (from {})", release.name, active.name),
@@ -550,7 +550,7 @@ impl Controller {
                 humantime::format_duration(Duration::from_secs(seconds))
             );
             self.recorder.record(
-                "deploy.canary",
+                warden_store::kinds::CANARY,
                 &release.name,
                 serde_json::json!({ "summary": summary, "from": from, "share": share }),
             );

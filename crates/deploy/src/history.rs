@@ -10,12 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use warden_store::{Event, EventFilter, Release, Store};
 
-/// A release was activated: traffic moved to it.
-pub const DEPLOYED: &str = "deploy.completed";
-/// Traffic moved back to an earlier release.
-pub const ROLLED_BACK: &str = "rollback.completed";
-/// A release was marked bad.
-pub const MARKED_BAD: &str = "release.marked_bad";
+pub use warden_store::kinds::{DEPLOYED, MARKED_BAD, ROLLED_BACK};
 
 /// A release with its state.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -48,14 +48,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use warden_memtest::stats;
+use warden_store::kinds::DEPLOYED;
 use warden_store::{EventFilter, Store};
 
 use crate::detector::{self, Assessment, LeakRule, Verdict};
 use crate::scrape::series;
 
-/// The event a deploy writes when traffic moves to a release (the deploy crate's
-/// `history::DEPLOYED`, which depends on this crate rather than the other way round).
-const DEPLOYED: &str = "deploy.completed";
 /// A stored metric every process reports, giving its start (unix seconds).
 pub const PROCESS_START: &str = "process_start_time_seconds";
 /// Fewest samples of the new release in the compared ages.
@@ -152,9 +150,13 @@ pub fn compare(
         return None;
     }
     let from = compare.settle.as_secs_f64();
-    let reach = baseline
+    // Previous instances whose stored start-up reaches back to `settle`.
+    let usable: Vec<&Vec<(f64, f64)>> = baseline
         .iter()
         .filter(|b| readable(b) && b.first().is_some_and(|&(t, _)| t <= from))
+        .collect();
+    let reach = usable
+        .iter()
         .filter_map(|b| b.last().map(|&(t, _)| t))
         .fold(f64::NEG_INFINITY, f64::max);
     let to = age_now.min(reach);
@@ -170,13 +172,9 @@ pub fn compare(
         return None;
     }
     // The previous instance that grew the most over these ages decides.
-    let trend = baseline
+    let trend = usable
         .iter()
-        .filter(|b| {
-            readable(b)
-                && b.first().is_some_and(|&(t, _)| t <= from)
-                && b.last().is_some_and(|&(t, _)| t >= to)
-        })
+        .filter(|b| b.last().is_some_and(|&(t, _)| t >= to))
         .filter_map(|b| {
             let excess: Vec<(f64, f64)> = compared
                 .iter()

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use warden_store::kinds::ROLLED_BACK;
 use warden_store::{Event, EventFilter, Store};
 
 use crate::config::{TemplateValues, fill};
@@ -175,7 +176,7 @@ impl Automation {
                 self.firing.remove(&text("fingerprint"));
                 self.cleared(event.at_ms);
             }
-            "rollback.completed" => {
+            ROLLED_BACK => {
                 let to = event.release.clone().unwrap_or_default();
                 self.firing.retain(|_, release| *release == to);
                 self.cleared(event.at_ms);

@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use warden_audit::lockdiff::{self, Bump, ChangeKind};
 use warden_monitor::dashboard::chart::{self, Chart, Framing, Line, Marker, MarkerKind, Unit};
 use warden_monitor::scrape::series;
+use warden_store::kinds::{CANARY, DEPLOY_STARTED, DEPLOYED, MARKED_BAD, ROLLED_BACK};
 use warden_store::{Event, EventFilter, KIND_INCIDENT, NewEvent, Release, StatusUpdate, Store};
 
 use crate::config::{TemplateValues, fill};
@@ -64,11 +65,6 @@ pub const TIMELINE_LIMIT: usize = 2_000;
 pub const MAX_BODY_CHARS: usize = 200_000;
 
 const MINUTE: i64 = 60_000;
-const ROLLED_BACK: &str = "rollback.completed";
-const MARKED_BAD: &str = "release.marked_bad";
-const DEPLOY_STARTED: &str = "deploy.started";
-const DEPLOYED: &str = "deploy.completed";
-const CANARY: &str = "deploy.canary";
 const LEAK_ALERT: &str = "MemoryLeak";
 
 /// Where a figure comes from: an event of the log, or another record of the store.

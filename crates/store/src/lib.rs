@@ -28,6 +28,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 mod clients;
+pub mod kinds;
 mod status;
 mod subscribers;
 pub use clients::*;
