@@ -1378,6 +1378,12 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let threads = proxy.spawn(listener, 2).unwrap();
+        // Windows are aligned to the clock: start with at least 10 s of this one
+        // left, so that every request below counts in it.
+        let window_of = |ms: i64| proxy.clients.window_start(ms);
+        while window_of(warden_store::now_ms() + 10_000) != window_of(warden_store::now_ms()) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         // A connection per request, so requests land on both event loops.
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
