@@ -64,7 +64,8 @@ async fn fresh_database(backend: &Backend, dir: &std::path::Path) -> String {
                 .unwrap_or_else(|e| {
                     panic!("cannot reach PostgreSQL at WARDEN_TEST_POSTGRES_URL: {e}")
                 });
-            sqlx::query(&format!("CREATE DATABASE {name}"))
+            // The name is ours: a fixed prefix and digits.
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .execute(&mut conn)
                 .await
                 .expect("create test database");
