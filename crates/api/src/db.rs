@@ -248,14 +248,21 @@ impl Db {
         self.backend
     }
 
-    /// Connections open and idle, for the pool gauges.
-    pub fn pool_stats(&self) -> (u32, usize) {
-        let (mut open, mut idle) = (self.pool.size(), self.pool.num_idle());
+    /// Connections open and idle, for the pool gauges; `None` when the pool's own
+    /// counters disagree (sqlx 0.8 could wrap its idle count below zero under load,
+    /// which exported a garbage gauge, and overflowed the sum here).
+    pub fn pool_stats(&self) -> Option<(u32, u32)> {
+        let counts = |pool: &AnyPool| {
+            let (open, idle) = (pool.size(), u32::try_from(pool.num_idle()).ok()?);
+            (idle <= open).then_some((open, idle))
+        };
+        let (mut open, mut idle) = counts(&self.pool)?;
         if self.backend == Backend::Sqlite {
-            open += self.writer.size();
-            idle += self.writer.num_idle();
+            let (writer_open, writer_idle) = counts(&self.writer)?;
+            open = open.checked_add(writer_open)?;
+            idle = idle.checked_add(writer_idle)?;
         }
-        (open, idle)
+        Some((open, idle))
     }
 
     /// Closes every connection (on shutdown).

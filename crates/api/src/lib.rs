@@ -352,21 +352,21 @@ fn register_gauges(telemetry: &Telemetry, db: &db::Db, settings: &Settings) -> a
     telemetry.register_gauge(
         "warden_db_pool_connections",
         "Database connections open (idle and in use).",
-        move || i64::from(pool.pool_stats().0),
+        move || pool.pool_stats().map(|(open, _)| i64::from(open)),
     )?;
     let pool = db.clone();
     telemetry.register_gauge(
         "warden_db_pool_idle_connections",
         "Database connections open and idle.",
-        move || i64::try_from(pool.pool_stats().1).unwrap_or(i64::MAX),
+        move || pool.pool_stats().map(|(_, idle)| i64::from(idle)),
     )?;
     let max = i64::from(settings.db_max_connections);
     telemetry.register_gauge(
         "warden_db_pool_max_connections",
         "Largest number of database connections the pool may open.",
-        move || max,
+        move || Some(max),
     )?;
-    let chaos = i64::try_from(settings.chaos_leak_bytes_per_request).unwrap_or(i64::MAX);
+    let chaos = i64::try_from(settings.chaos_leak_bytes_per_request).ok();
     telemetry.register_gauge(
         "warden_chaos_leak_bytes_per_request",
         "Bytes leaked on purpose per JSON request (fault injection). Non-zero means a chaos build.",

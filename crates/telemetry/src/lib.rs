@@ -24,7 +24,7 @@ pub mod logging;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub use heap::HeapStats;
 pub use limit::{LimitSource, MemoryLimit, memory_limit};
@@ -40,9 +40,13 @@ pub struct BuildInfo {
     pub lockfile_sha256: &'static str,
 }
 
-/// A function called before each scrape to refresh gauges that mirror outside state
-/// (database pool size, for instance).
-type Refresher = Box<dyn Fn() + Send + Sync>;
+/// A gauge that mirrors outside state (database pool size, for instance), read before
+/// each scrape.
+struct FnGauge {
+    name: String,
+    gauge: IntGauge,
+    read: Box<dyn Fn() -> Option<i64> + Send + Sync>,
+}
 
 /// The metrics of one process. Cheap to clone; all clones share one registry.
 #[derive(Clone)]
@@ -53,7 +57,8 @@ pub struct Telemetry {
 struct Inner {
     registry: Registry,
     heap: IntGaugeVec,
-    refreshers: std::sync::RwLock<Vec<Refresher>>,
+    gauges: std::sync::RwLock<Vec<FnGauge>>,
+    gauge_errors: IntCounterVec,
     pub(crate) http: http::HttpMetrics,
 }
 
@@ -97,29 +102,46 @@ impl Telemetry {
             registry.register(Box::new(limit))?;
         }
 
+        let gauge_errors = IntCounterVec::new(
+            Opts::new(
+                "warden_metrics_gauge_errors_total",
+                "Scrapes at which a gauge could not be read (it was left out of them).",
+            ),
+            &["gauge"],
+        )?;
+        registry.register(Box::new(gauge_errors.clone()))?;
+
         let http = http::HttpMetrics::new(&registry)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 registry,
                 heap,
-                refreshers: std::sync::RwLock::new(Vec::new()),
+                gauges: std::sync::RwLock::new(Vec::new()),
+                gauge_errors,
                 http,
             }),
         })
     }
 
     /// Registers an integer gauge whose value is read from `read` at every scrape.
+    ///
+    /// A reading of `None` (or a reader that panics) leaves the gauge out of that
+    /// scrape and counts it in `warden_metrics_gauge_errors_total{gauge}`: one broken
+    /// gauge never takes the rest of `/metrics` down with it.
     pub fn register_gauge(
         &self,
         name: &str,
         help: &str,
-        read: impl Fn() -> i64 + Send + Sync + 'static,
+        read: impl Fn() -> Option<i64> + Send + Sync + 'static,
     ) -> Result<(), prometheus::Error> {
         let gauge = IntGauge::new(name, help)?;
         self.inner.registry.register(Box::new(gauge.clone()))?;
-        let refresh: Refresher = Box::new(move || gauge.set(read()));
-        if let Ok(mut list) = self.inner.refreshers.write() {
-            list.push(refresh);
+        if let Ok(mut list) = self.inner.gauges.write() {
+            list.push(FnGauge {
+                name: name.to_owned(),
+                gauge,
+                read: Box::new(read),
+            });
         }
         Ok(())
     }
@@ -134,15 +156,29 @@ impl Telemetry {
                     .set(i64::try_from(value).unwrap_or(i64::MAX));
             }
         }
-        if let Ok(list) = self.inner.refreshers.read() {
-            for refresh in list.iter() {
-                refresh();
+        let mut unread = Vec::new();
+        if let Ok(list) = self.inner.gauges.read() {
+            for FnGauge { name, gauge, read } in list.iter() {
+                let reading = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+                match reading {
+                    Ok(Some(value)) => gauge.set(value),
+                    Ok(None) | Err(_) => {
+                        tracing::warn!(
+                            gauge = name,
+                            "could not read a gauge; left out of this scrape"
+                        );
+                        self.inner.gauge_errors.with_label_values(&[name]).inc();
+                        unread.push(name.clone());
+                    }
+                }
             }
         }
+        let mut families = self.inner.registry.gather();
+        families.retain(|family| !unread.iter().any(|name| name == family.name()));
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families, and every
         // family here comes from the registry's own validated constructors.
-        if let Err(error) = TextEncoder::new().encode(&self.inner.registry.gather(), &mut out) {
+        if let Err(error) = TextEncoder::new().encode(&families, &mut out) {
             tracing::error!(%error, "could not encode metrics");
         }
         String::from_utf8(out).unwrap_or_default()
@@ -181,4 +217,43 @@ pub fn spawn_memory_log(interval: Duration) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUILD: BuildInfo = BuildInfo {
+        version: "0.0.0",
+        git_commit: "test",
+        lockfile_sha256: "test",
+    };
+
+    #[test]
+    fn a_gauge_that_cannot_be_read_is_left_out_and_counted() {
+        let telemetry = Telemetry::new(&BUILD).unwrap();
+        telemetry
+            .register_gauge("test_good", "Reads.", || Some(7))
+            .unwrap();
+        telemetry
+            .register_gauge("test_missing", "Has no value.", || None)
+            .unwrap();
+        telemetry
+            .register_gauge("test_panics", "Panics.", || panic!("a broken reader"))
+            .unwrap();
+        for scrape in 1..=2 {
+            let text = telemetry.render();
+            assert!(text.contains("test_good 7"), "{text}");
+            for gauge in ["test_missing", "test_panics"] {
+                assert!(!text.contains(&format!("# TYPE {gauge} ")), "{text}");
+                assert!(!text.contains(&format!("\n{gauge} ")), "{text}");
+            }
+            assert!(text.contains("warden_build_info"), "{text}");
+            for gauge in ["test_missing", "test_panics"] {
+                let line =
+                    format!("warden_metrics_gauge_errors_total{{gauge=\"{gauge}\"}} {scrape}");
+                assert!(text.contains(&line), "{line} in\n{text}");
+            }
+        }
+    }
 }
