@@ -216,6 +216,7 @@ pub fn router(state: AppState, settings: &Settings) -> (Router, utoipa::openapi:
             get(move || async move { Json(spec.as_ref().clone()) }),
         )
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             telemetry,

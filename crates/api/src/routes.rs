@@ -311,3 +311,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {}", uri.path()))
 }
+
+/// 405 as a problem document; the router adds the `Allow` header.
+pub async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    crate::error::problem_response(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {}; the Allow header lists the methods that are",
+            uri.path()
+        ),
+    )
+}

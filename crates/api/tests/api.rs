@@ -585,6 +585,13 @@ async fn health_readiness_and_unknown_routes(backend: Backend) {
     let r: Value = app.get("/readyz", None).await.json().await.unwrap();
     assert_eq!(r["status"], "ready");
     assert_problem(app.get("/v2/nothing/here", None).await, 404).await;
+    // A route that exists, with a method it does not take: a problem document that
+    // says so, and the Allow header RFC 9110 requires.
+    let r = app.client.patch(app.url("/v1/items")).send().await.unwrap();
+    let allow = r.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let detail = assert_problem(r, 405).await;
+    assert!(detail.contains("PATCH"), "{detail}");
 }
 
 async fn metrics_describe_requests_memory_and_build(backend: Backend) {

@@ -76,6 +76,29 @@ pub fn load(path: &Path) -> anyhow::Result<Lockfile> {
     Lockfile::load(path).with_context(|| format!("cannot read {} as a Cargo.lock", path.display()))
 }
 
+/// Parses a lockfile's text; `origin` says where it came from, for the error.
+pub fn parse(text: &str, origin: &str) -> anyhow::Result<Lockfile> {
+    text.parse()
+        .with_context(|| format!("cannot read {origin} as a Cargo.lock"))
+}
+
+/// The Cargo.lock a warden binary was built with, which it carries
+/// (`warden build-info --lockfile`).
+pub fn built_into(bin: &Path) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .args(["build-info", "--lockfile"])
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    anyhow::ensure!(
+        out.status.success() && !out.stdout.is_empty(),
+        "{} does not carry the Cargo.lock it was built with (a warden older than this one?); \
+         pass the lockfile it was built from",
+        bin.display()
+    );
+    String::from_utf8(out.stdout)
+        .with_context(|| format!("{} build-info --lockfile printed no text", bin.display()))
+}
+
 /// Reads a lockfile named on the command line: a file when `spec` is an existing
 /// path, otherwise a git revision of the repository at the current directory —
 /// `REV` (its `Cargo.lock`) or `REV:PATH` — read with `git show`.
@@ -92,8 +115,7 @@ pub fn load_spec(spec: &str) -> anyhow::Result<Lockfile> {
     let text = git_show(Path::new("."), &object).with_context(|| {
         format!("{spec:?} is neither a file nor a git revision with a Cargo.lock")
     })?;
-    text.parse()
-        .with_context(|| format!("cannot read {object} (from git) as a Cargo.lock"))
+    parse(&text, &format!("{object} (from git)"))
 }
 
 /// `git show OBJECT` in `repo`, as text.

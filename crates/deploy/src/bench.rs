@@ -288,49 +288,62 @@ pub async fn run_proxy_bench(args: BenchProxyArgs, exe: &Path) -> anyhow::Result
         passed,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        warden_telemetry::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print_proxy_table(&report);
+        print_proxy_table(&report)?;
     }
     Ok(passed)
 }
 
-fn print_proxy_table(r: &ProxyBenchReport) {
-    println!(
+fn print_proxy_table(r: &ProxyBenchReport) -> anyhow::Result<()> {
+    warden_telemetry::outln!(
         "warden bench proxy: {}, {} connections, {} s per measurement, median of {} rounds, \
          {} workers per proxy, {}-byte response",
-        r.request, r.concurrency, r.duration_s, r.rounds, r.workers, r.response_bytes
-    );
-    println!(
+        r.request,
+        r.concurrency,
+        r.duration_s,
+        r.rounds,
+        r.workers,
+        r.response_bytes
+    )?;
+    warden_telemetry::outln!(
         "{:<28} {:>10} {:>8} {:>8} {:>8}",
-        "target", "req/s", "p50 ms", "p99 ms", "errors"
-    );
+        "target",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors"
+    )?;
     for (label, side) in [
         ("API directly (reference)", &r.direct),
         (r.nginx_version.as_str(), &r.nginx),
         ("warden proxy", &r.warden),
     ] {
-        println!(
+        warden_telemetry::outln!(
             "{label:<28} {:>10.0} {:>8.2} {:>8.2} {:>8}",
-            side.requests_per_s, side.p50_ms, side.p99_ms, side.errors
-        );
+            side.requests_per_s,
+            side.p50_ms,
+            side.p99_ms,
+            side.errors
+        )?;
     }
     let mark = |ok: bool| if ok { "met" } else { "NOT met" };
-    println!(
+    warden_telemetry::outln!(
         "throughput warden/nginx: {:.3} (goal ≥ {}: {})",
         r.throughput_ratio,
         r.throughput_ratio_goal,
         mark(r.throughput_ratio >= r.throughput_ratio_goal)
-    );
-    println!(
+    )?;
+    warden_telemetry::outln!(
         "p99 warden/nginx:        {:.3} (goal ≤ {}: {})",
         r.p99_ratio,
         r.p99_ratio_goal,
         mark(r.p99_ratio <= r.p99_ratio_goal)
-    );
+    )?;
     if r.warden.errors > 0 {
-        println!("{} requests through Warden's proxy failed", r.warden.errors);
+        warden_telemetry::outln!("{} requests through Warden's proxy failed", r.warden.errors)?;
     }
+    Ok(())
 }
 
 /// One closed-loop run of authenticated GETs of `url`.
@@ -680,14 +693,15 @@ pub async fn run_rollback_bench(args: BenchRollbackArgs, exe: &Path) -> anyhow::
         goal_ms: ROLLBACK_GOAL_MS,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        warden_telemetry::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!(
+        warden_telemetry::outln!(
             "warden bench rollback: {} rollbacks (warden rollback spawned → {} consecutive \
              responses from the old release)",
-            report.rollbacks, report.confirm
-        );
-        println!(
+            report.rollbacks,
+            report.confirm
+        )?;
+        warden_telemetry::outln!(
             "median {:.1} ms, p90 {:.1} ms, max {:.1} ms (goal: median < {} ms: {})",
             report.median_ms,
             report.p90_ms,
@@ -698,15 +712,15 @@ pub async fn run_rollback_bench(args: BenchRollbackArgs, exe: &Path) -> anyhow::
             } else {
                 "NOT met"
             }
-        );
-        println!(
+        )?;
+        warden_telemetry::outln!(
             "median time until the command exited {:.1} ms; the console's switch {:.2} ms; \
              {} of {} requests failed during the rollbacks",
             report.median_command_ms,
             report.median_switch_ms,
             report.failed_requests,
             report.requests
-        );
+        )?;
     }
     Ok(report.passed)
 }

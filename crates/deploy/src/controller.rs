@@ -911,7 +911,7 @@ fn check_gate(
     );
     let Some(report) = report else {
         return Err(format!(
-            "{change}: a passing `warden gate` report of the pair is required (--gate REPORT.json)"
+            "{change}: a passing `warden gate` report of the pair is required (--gate DIR/gate.json)"
         ));
     };
     if report["verdict"] != "pass" {
@@ -938,7 +938,7 @@ fn check_gate(
     if report_removed != removed || report_added != added {
         return Err(format!(
             "{change}, but the gate report is of a different pair of lockfiles \
-             (run `warden gate` with --baseline-lock and --candidate-lock of these releases)"
+             (run `warden gate` on these two releases' binaries)"
         ));
     }
     Ok(())

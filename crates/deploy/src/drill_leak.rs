@@ -93,7 +93,8 @@ pub struct DrillLeakArgs {
     pub timeout: Duration,
     /// Keep the drill's files here (a new or empty directory) instead of a scratch
     /// directory that is deleted at the end: its data dir (`DIR/data`) can then be
-    /// looked at with `warden dashboard`, `warden postmortem` and the like.
+    /// looked at afterwards: `warden up --data-dir DIR/data` serves its dashboard and
+    /// status page, `warden postmortem --data-dir DIR/data` drafts its postmortem.
     #[arg(long, value_name = "DIR")]
     pub keep: Option<std::path::PathBuf>,
     /// Also write the drafted postmortem (Markdown) here.

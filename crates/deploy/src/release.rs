@@ -4,7 +4,8 @@
 //! under its SHA-256 (`releases/<sha256>/warden`), the build identity the binary
 //! reports (`warden build-info`: version, git commit, the SHA-256 of the Cargo.lock
 //! it was built with), the SHA-256 and package list of the Cargo.lock recorded with
-//! it, and the extra arguments its instances run with. The dependency list is what a
+//! it (by default the one built into the binary, so where `warden up` runs from never
+//! matters), and the extra arguments its instances run with. The dependency list is what a
 //! postmortem diffs between the last good and a bad release to name suspects.
 
 use std::io::Write;
@@ -23,8 +24,8 @@ pub struct NewRelease {
     pub bin: PathBuf,
     /// Its name; default `VERSION-COMMIT7`.
     pub name: Option<String>,
-    /// The Cargo.lock to record with it. Without one the release records the
-    /// lockfile hash its binary was built with and no package list.
+    /// The Cargo.lock to record with it. Without one, the Cargo.lock the binary was
+    /// built with (every warden binary carries it: `warden build-info --lockfile`).
     pub lockfile: Option<PathBuf>,
     /// Extra arguments for its instances.
     pub args: Vec<String>,
@@ -50,21 +51,25 @@ pub fn add(
         .with_context(|| format!("cannot read the binary {}", new.bin.display()))?;
     let binary_sha256 = hex::encode(Sha256::digest(&binary));
     let build = build_info(&new.bin)?;
-    let (lockfile_sha256, dependencies) = match &new.lockfile {
-        Some(path) => {
-            let lock_bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read the lockfile {}", path.display()))?;
-            let lock = warden_audit::lockdiff::load(path)?;
-            let mut dependencies: Vec<(String, String)> = lock
-                .packages
-                .iter()
-                .map(|p| (p.name.as_str().to_owned(), p.version.to_string()))
-                .collect();
-            dependencies.sort();
-            (hex::encode(Sha256::digest(&lock_bytes)), dependencies)
-        }
-        None => (build.lockfile_sha256.clone(), Vec::new()),
+    let (lock_text, lock_origin) = match &new.lockfile {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the lockfile {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (
+            warden_audit::lockdiff::built_into(&new.bin)?,
+            format!("the Cargo.lock built into {}", new.bin.display()),
+        ),
     };
+    let lock = warden_audit::lockdiff::parse(&lock_text, &lock_origin)?;
+    let mut dependencies: Vec<(String, String)> = lock
+        .packages
+        .iter()
+        .map(|p| (p.name.as_str().to_owned(), p.version.to_string()))
+        .collect();
+    dependencies.sort();
+    let lockfile_sha256 = hex::encode(Sha256::digest(lock_text.as_bytes()));
     let name = new.name.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -106,9 +111,8 @@ pub fn add(
     store.append_event(&event)?;
     let warning = (release.lockfile_sha256 != release.build_lockfile_sha256).then(|| {
         format!(
-            "{} is not the Cargo.lock this binary was built with (built with sha256 {}, recorded {}); \
+            "{lock_origin} is not the Cargo.lock this binary was built with (built with sha256 {}, recorded {}); \
              the release's dependency list is the recorded one",
-            new.lockfile.as_deref().unwrap_or(Path::new("")).display(),
             short(&release.build_lockfile_sha256),
             short(&release.lockfile_sha256)
         )
@@ -152,11 +156,10 @@ pub fn for_up(
         );
         return Ok(existing);
     }
-    let lockfile = Path::new("Cargo.lock");
     let new = NewRelease {
         bin: exe.to_owned(),
         name: Some(name),
-        lockfile: lockfile.exists().then(|| lockfile.to_owned()),
+        lockfile: None,
         args: args.to_vec(),
     };
     let (release, warning) = add(store, data_dir, &new)?;

@@ -337,19 +337,22 @@ pub async fn run_api_bench(args: BenchApiArgs, this_exe: &Path) -> anyhow::Resul
         api.target.stop().await;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        warden_telemetry::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print_table(&report);
+        print_table(&report)?;
     }
     Ok(())
 }
 
-fn print_table(report: &BenchReport) {
-    println!(
+fn print_table(report: &BenchReport) -> anyhow::Result<()> {
+    warden_telemetry::outln!(
         "warden bench api: {} connections, {} s per measurement, median of {} rounds, {}-byte item",
-        report.concurrency, report.duration_s, report.rounds, report.response_bytes
-    );
-    println!(
+        report.concurrency,
+        report.duration_s,
+        report.rounds,
+        report.response_bytes
+    )?;
+    warden_telemetry::outln!(
         "{:<48} {:>10} {:>8} {:>8} {:>9}   {:>10} {:>8} {:>8} {:>9}",
         "target",
         "GET req/s",
@@ -360,11 +363,11 @@ fn print_table(report: &BenchReport) {
         "p50 ms",
         "p99 ms",
         "% ceil"
-    );
+    )?;
     let ceiling = &report.ceiling;
     let reference = report.builds.first();
     for t in std::iter::once(ceiling).chain(report.builds.iter()) {
-        println!(
+        warden_telemetry::outln!(
             "{:<48} {:>10.0} {:>8.2} {:>8.2} {:>8.1}%   {:>10.0} {:>8.2} {:>8.2} {:>8.1}%",
             t.name,
             t.get_item.requests_per_s,
@@ -375,11 +378,11 @@ fn print_table(report: &BenchReport) {
             t.post_item.p50_ms,
             t.post_item.p99_ms,
             100.0 * t.post_item.requests_per_s / ceiling.post_item.requests_per_s.max(f64::EPSILON),
-        );
+        )?;
     }
     if let Some(reference) = reference {
         for other in report.builds.iter().skip(1) {
-            println!(
+            warden_telemetry::outln!(
                 "{} vs {}: GET {:.1}%, POST {:.1}% of the first build's throughput",
                 other.name,
                 reference.name,
@@ -387,7 +390,7 @@ fn print_table(report: &BenchReport) {
                     / reference.get_item.requests_per_s.max(f64::EPSILON),
                 100.0 * other.post_item.requests_per_s
                     / reference.post_item.requests_per_s.max(f64::EPSILON),
-            );
+            )?;
         }
     }
     let errors: u64 = std::iter::once(ceiling)
@@ -395,6 +398,9 @@ fn print_table(report: &BenchReport) {
         .map(|t| t.get_item.errors + t.post_item.errors)
         .sum();
     if errors > 0 {
-        println!("warning: {errors} requests failed or answered an unexpected status");
+        warden_telemetry::outln!(
+            "warning: {errors} requests failed or answered an unexpected status"
+        )?;
     }
+    Ok(())
 }

@@ -58,10 +58,11 @@ pub struct GateArgs {
     /// The build with updated dependencies.
     #[arg(long, value_name = "BIN")]
     pub candidate: PathBuf,
-    /// The baseline's Cargo.lock, to list what changed.
+    /// The baseline's Cargo.lock, to list what changed [default: the one the
+    /// baseline binary was built with, which it carries].
     #[arg(long, value_name = "FILE", requires = "candidate_lock")]
     pub baseline_lock: Option<PathBuf>,
-    /// The candidate's Cargo.lock.
+    /// The candidate's Cargo.lock [default: the one built into the candidate].
     #[arg(long, value_name = "FILE", requires = "baseline_lock")]
     pub candidate_lock: Option<PathBuf>,
     /// Argument passed to the baseline API when it is started; repeat for several.
@@ -135,6 +136,27 @@ fn check_args(args: &GateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What changed between the Cargo.locks the two builds carry; `None` (and a warning)
+/// when one of them carries none.
+fn built_in_changes(args: &GateArgs) -> Option<Vec<PackageChange>> {
+    let read = |bin: &std::path::Path| -> anyhow::Result<_> {
+        let text = lockdiff::built_into(bin)?;
+        lockdiff::parse(
+            &text,
+            &format!("the Cargo.lock built into {}", bin.display()),
+        )
+    };
+    match (read(&args.baseline), read(&args.candidate)) {
+        (Ok(a), Ok(b)) => Some(lockdiff::diff(&a, &b)),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(
+                "no dependency changes listed: {error:#}; pass --baseline-lock and --candidate-lock"
+            );
+            None
+        }
+    }
+}
+
 /// Runs the gate; `Err` is a usage or start-up error.
 pub async fn run_gate(args: &GateArgs) -> anyhow::Result<GateReport> {
     check_args(args)?;
@@ -143,7 +165,7 @@ pub async fn run_gate(args: &GateArgs) -> anyhow::Result<GateReport> {
     // Read the lockfiles first: a typo should not cost two minutes of load.
     let dependency_changes = match (&args.baseline_lock, &args.candidate_lock) {
         (Some(a), Some(b)) => Some(lockdiff::diff(&lockdiff::load(a)?, &lockdiff::load(b)?)),
-        _ => None,
+        _ => built_in_changes(args),
     };
     let started = Instant::now();
     let progress = Progress::new(2 * (w.rounds + 1), args.json);
@@ -395,15 +417,15 @@ fn write_report(dir: &std::path::Path, report: &GateReport) -> anyhow::Result<()
 /// Prints the report on stdout: JSON with `--json`, else the Markdown table.
 pub fn print_report(report: &GateReport, args: &GateArgs) -> anyhow::Result<()> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        warden_telemetry::outln!("{}", serde_json::to_string_pretty(report)?)?;
     } else {
-        print!("{}", markdown(report));
+        warden_telemetry::out!("{}", markdown(report))?;
         if let Some(dir) = &args.report {
-            println!(
+            warden_telemetry::outln!(
                 "\nreport: {}, {}",
                 dir.join("gate.json").display(),
                 dir.join("gate.md").display()
-            );
+            )?;
         }
     }
     Ok(())

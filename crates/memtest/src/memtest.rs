@@ -711,40 +711,41 @@ pub(crate) fn report_chart(report: &MemtestReport) -> anyhow::Result<String> {
 /// Prints the report on stdout: JSON with `--json`, else the human summary.
 pub fn print_report(report: &MemtestReport, args: &MemtestArgs) -> anyhow::Result<()> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        warden_telemetry::outln!("{}", serde_json::to_string_pretty(report)?)?;
     } else {
-        print_summary(report, args.report.as_deref());
+        print_summary(report, args.report.as_deref())?;
     }
     Ok(())
 }
 
-fn print_summary(report: &MemtestReport, report_dir: Option<&Path>) {
-    println!("warden memtest: {}", report.verdict.to_uppercase());
-    println!("  {}", report.summary);
+fn print_summary(report: &MemtestReport, report_dir: Option<&Path>) -> anyhow::Result<()> {
+    warden_telemetry::outln!("warden memtest: {}", report.verdict.to_uppercase())?;
+    warden_telemetry::outln!("  {}", report.summary)?;
     for reason in &report.reasons {
-        println!("  ✗ {reason}");
+        warden_telemetry::outln!("  ✗ {reason}")?;
     }
-    println!(
+    warden_telemetry::outln!(
         "  {} requests ({} unexpected answers) in {:.1} s; latency p50 {:.2} ms, p99 {:.2} ms",
         report.requests,
         report.errors,
         report.duration_s,
         report.latency_ms.p50,
         report.latency_ms.p99
-    );
+    )?;
     let peak = |v: Option<u64>| v.map_or("n/a".to_owned(), |b| bytesize::ByteSize(b).to_string());
-    println!(
+    warden_telemetry::outln!(
         "  peak RSS {}, peak heap {}",
         peak(report.peak_rss_bytes),
         peak(report.peak_heap_bytes)
-    );
+    )?;
     if let Some(dir) = report_dir {
-        println!(
+        warden_telemetry::outln!(
             "  report: {}, chart: {}",
             dir.join("memtest.json").display(),
             dir.join("memtest.svg").display()
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// A progress bar on a terminal, plain lines otherwise (both on stderr).

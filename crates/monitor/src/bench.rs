@@ -271,9 +271,9 @@ pub fn run_detector_bench(args: &BenchDetectorArgs) -> anyhow::Result<bool> {
     let corpus = load_corpus(&args.corpus)?;
     let report = score_corpus(&corpus, args);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        warden_telemetry::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", render_table(&report, args));
+        warden_telemetry::out!("{}", render_table(&report, args))?;
     }
     Ok(report.goals.met)
 }

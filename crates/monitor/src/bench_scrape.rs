@@ -112,7 +112,7 @@ pub async fn serve(args: &BenchScrapeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move { axum::serve(listener, app).await });
     }
     let list: Vec<String> = ports.iter().map(u16::to_string).collect();
-    println!("{}", list.join(" "));
+    warden_telemetry::outln!("{}", list.join(" "))?;
     std::future::pending::<()>().await;
     Ok(())
 }
@@ -189,9 +189,9 @@ pub async fn run(args: &BenchScrapeArgs, exe: &std::path::Path) -> anyhow::Resul
         passed: median_cpu / args.interval.as_secs_f64() < 0.05,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        warden_telemetry::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!(
+        warden_telemetry::outln!(
             "scraping {} targets × {} series ({} samples a round) every {:?}: \
              median {:.1} ms CPU and {:.1} ms wall per round = {:.2}% of one core (goal < 5%): {}",
             report.targets,
@@ -202,7 +202,7 @@ pub async fn run(args: &BenchScrapeArgs, exe: &std::path::Path) -> anyhow::Resul
             report.median_round_wall_s * 1000.0,
             report.core_share * 100.0,
             if report.passed { "PASS" } else { "FAIL" }
-        );
+        )?;
     }
     Ok(report.passed)
 }

@@ -397,24 +397,33 @@ pub async fn run_status_bench(args: BenchStatusArgs) -> anyhow::Result<bool> {
         passed,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        warden_telemetry::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print_table(&report);
+        print_table(&report)?;
     }
     Ok(passed)
 }
 
-fn print_table(r: &StatusBenchReport) {
-    println!(
+fn print_table(r: &StatusBenchReport) -> anyhow::Result<()> {
+    warden_telemetry::outln!(
         "warden bench status: the status page (HTML, no cached ETag), {} connections, {} s per \
          measurement, median of {} rounds, {} workers each; page {} bytes from Warden, {} \
          bytes from nginx",
-        r.concurrency, r.duration_s, r.rounds, r.workers, r.warden_page_bytes, r.nginx_page_bytes
-    );
-    println!(
+        r.concurrency,
+        r.duration_s,
+        r.rounds,
+        r.workers,
+        r.warden_page_bytes,
+        r.nginx_page_bytes
+    )?;
+    warden_telemetry::outln!(
         "{:<44} {:>10} {:>8} {:>8} {:>8}",
-        "server", "req/s", "p50 ms", "p99 ms", "errors"
-    );
+        "server",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors"
+    )?;
     let nginx_label = format!("{} (static file)", r.nginx_version);
     let mut rows = vec![
         (format!("{nginx_label}, closed loop"), &r.nginx),
@@ -431,20 +440,23 @@ fn print_table(r: &StatusBenchReport) {
     let mut errors = 0;
     for (label, side) in rows {
         errors += side.errors;
-        println!(
+        warden_telemetry::outln!(
             "{label:<44} {:>10.0} {:>8.2} {:>8.2} {:>8}",
-            side.requests_per_s, side.p50_ms, side.p99_ms, side.errors
-        );
+            side.requests_per_s,
+            side.p50_ms,
+            side.p99_ms,
+            side.errors
+        )?;
     }
     let mark = |ok: bool| if ok { "met" } else { "NOT met" };
-    println!(
+    warden_telemetry::outln!(
         "throughput warden/nginx (closed loop): {:.3} (goal ≥ {}: {}; p99 ratio {:.2})",
         r.throughput_ratio,
         r.throughput_ratio_goal,
         mark(r.throughput_ratio >= r.throughput_ratio_goal),
         r.p99_ratio
-    );
-    println!(
+    )?;
+    warden_telemetry::outln!(
         "p99 warden ({}): {:.2} ms (goal < {} ms: {})",
         r.paced
             .as_ref()
@@ -452,18 +464,19 @@ fn print_table(r: &StatusBenchReport) {
         r.p99_ms,
         r.p99_goal_ms,
         mark(r.p99_ms < r.p99_goal_ms)
-    );
+    )?;
     if let Some(c) = &r.conditional {
-        println!(
+        warden_telemetry::outln!(
             "If-None-Match: throughput warden/nginx {:.3}; 304 answers: warden {:.1} %, nginx {:.1} %",
             c.throughput_ratio,
             c.warden_not_modified_share * 100.0,
             c.nginx_not_modified_share * 100.0
-        );
+        )?;
     }
     if errors > 0 {
-        println!("{errors} requests did not get the page (goal: none)");
+        warden_telemetry::outln!("{errors} requests did not get the page (goal: none)")?;
     }
+    Ok(())
 }
 
 /// What one server answered to a first, checked request.

@@ -20,6 +20,7 @@ pub mod heap;
 pub mod http;
 pub mod limit;
 pub mod logging;
+pub mod output;
 
 use std::sync::Arc;
 use std::time::Duration;

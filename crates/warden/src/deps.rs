@@ -101,7 +101,7 @@ pub enum LedgerCommand {
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
         /// The `warden gate` JSON report (gate.json) that measured this update.
-        #[arg(long, value_name = "REPORT.json")]
+        #[arg(long, value_name = "GATE_JSON")]
         gate: Option<PathBuf>,
         /// The last entry's lockfile (path or git revision), when git history does
         /// not have it.
@@ -166,11 +166,13 @@ pub fn run(command: DepsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let inventory = inventory::inventory(&lockfile)?;
             if json {
-                out(&(serde_json::to_string_pretty(&inventory)? + "\n"))?;
+                warden_telemetry::output::print(
+                    &(serde_json::to_string_pretty(&inventory)? + "\n"),
+                )?;
             } else if markdown {
-                out(&inventory::markdown(&inventory))?;
+                warden_telemetry::output::print(&inventory::markdown(&inventory))?;
             } else {
-                out(&inventory::table(&inventory))?;
+                warden_telemetry::output::print(&inventory::table(&inventory))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -194,25 +196,27 @@ pub fn run(command: DepsCommand) -> anyhow::Result<ExitCode> {
             };
             let report = check::audit(&options)?;
             if json {
-                out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+                warden_telemetry::output::print(&(serde_json::to_string_pretty(&report)? + "\n"))?;
             } else {
-                out(&check::render(&report))?;
+                warden_telemetry::output::print(&check::render(&report))?;
             }
             Ok(verdict(report.passed()))
         }
         DepsCommand::Diff { old, new, json } => {
             let changes = lockdiff::diff(&lockdiff::load_spec(&old)?, &lockdiff::load_spec(&new)?);
             if json {
-                out(&(serde_json::to_string_pretty(&changes)? + "\n"))?;
+                warden_telemetry::output::print(&(serde_json::to_string_pretty(&changes)? + "\n"))?;
             } else if changes.is_empty() {
-                out(&format!("no package changed between {old} and {new}\n"))?;
+                warden_telemetry::output::print(&format!(
+                    "no package changed between {old} and {new}\n"
+                ))?;
             } else {
                 let mut text = String::new();
                 for change in &changes {
                     text.push_str(&format!("{change}\n"));
                 }
                 text.push_str(&format!("\n{}\n", lockdiff::summary(&changes)));
-                out(&text)?;
+                warden_telemetry::output::print(&text)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -231,11 +235,13 @@ pub fn run(command: DepsCommand) -> anyhow::Result<ExitCode> {
                 today: warden_audit::today(),
             };
             match ledger::record(&options)? {
-                ledger::Recorded::AlreadyRecorded(entry) => out(&format!(
-                    "{} is already the ledger's last entry ({}): nothing recorded\n",
-                    options.lockfile.display(),
-                    entry.date
-                ))?,
+                ledger::Recorded::AlreadyRecorded(entry) => {
+                    warden_telemetry::output::print(&format!(
+                        "{} is already the ledger's last entry ({}): nothing recorded\n",
+                        options.lockfile.display(),
+                        entry.date
+                    ))?
+                }
                 ledger::Recorded::Appended(entry) => {
                     let mut text = format!(
                         "recorded in {}: {} packages, {}{}\n",
@@ -249,13 +255,13 @@ pub fn run(command: DepsCommand) -> anyhow::Result<ExitCode> {
                         if entry.impact.is_some() {
                             ", with the gate's measured impact"
                         } else {
-                            "; impact not measured (--gate REPORT.json adds it)"
+                            "; impact not measured (--gate DIR/gate.json adds it)"
                         }
                     );
                     for change in &entry.changes {
                         text.push_str(&format!("  {change}\n"));
                     }
-                    out(&text)?;
+                    warden_telemetry::output::print(&text)?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -263,37 +269,32 @@ pub fn run(command: DepsCommand) -> anyhow::Result<ExitCode> {
         DepsCommand::Ledger(LedgerCommand::Check { files, json }) => {
             let outcome = ledger::check(&files.lockfile, &files.ledger)?;
             if json {
-                out(&(serde_json::to_string_pretty(&outcome)? + "\n"))?;
+                warden_telemetry::output::print(&(serde_json::to_string_pretty(&outcome)? + "\n"))?;
             } else if outcome.passed {
-                out(&format!("{}\n", outcome.message))?;
+                warden_telemetry::output::print(&format!("{}\n", outcome.message))?;
             } else {
                 eprintln!("error: {}", outcome.message);
             }
             Ok(verdict(outcome.passed))
         }
         DepsCommand::Ledger(LedgerCommand::Show { ledger: path, json }) => {
+            anyhow::ensure!(
+                path.exists(),
+                "no ledger file at {}: run this from the repository's root, or pass --ledger FILE \
+                 (`warden deps ledger record` starts one)",
+                path.display()
+            );
             let ledger = ledger::Ledger::load(&path)?;
             if json {
                 let newest_first: Vec<&ledger::Entry> = ledger.entries.iter().rev().collect();
-                out(&(serde_json::to_string_pretty(&newest_first)? + "\n"))?;
+                warden_telemetry::output::print(
+                    &(serde_json::to_string_pretty(&newest_first)? + "\n"),
+                )?;
             } else {
-                out(&ledger::render_history(&ledger))?;
+                warden_telemetry::output::print(&ledger::render_history(&ledger))?;
             }
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// Writes to stdout; a closed pipe (`| head`) is not an error.
-fn out(text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
     }
 }
 

@@ -12,7 +12,7 @@ mod status_cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use warden_api::{ApiArgs, Application, Settings};
 use warden_telemetry::BuildInfo;
 
@@ -22,11 +22,16 @@ const BUILD: BuildInfo = BuildInfo {
     lockfile_sha256: env!("WARDEN_LOCKFILE_SHA256"),
 };
 
+/// The Cargo.lock this binary was built with: a release records its dependency set
+/// from it, wherever `warden up` or `warden release add` runs.
+const CARGO_LOCK: &str = include_str!("../../../Cargo.lock");
+
 /// Warden: an API service, and the system that keeps it from going down the way a
 /// leaking JSON library once took an API down for 105 minutes.
 ///
 /// Every flag can also be set with an environment variable: WARDEN_ + the flag's
-/// name in capitals with - as _ (WARDEN_LISTEN, WARDEN_DATA_DIR, ...).
+/// name in capitals with - as _ (WARDEN_LISTEN, WARDEN_DATA_DIR, ...); each
+/// command's --help shows them. A flag on the command line wins over the variable.
 /// Exit codes: 0 success, 1 a check found a problem, 2 usage or environment error.
 #[derive(Parser)]
 #[command(name = "warden", version, about, long_about)]
@@ -48,6 +53,14 @@ enum Command {
     /// evaluates the alert rules (memory leak, memory high, p99 latency, 5xx ratio,
     /// target down), notifies the [[notifiers]] of --config, and rolls a new release
     /// back by itself when one of --rollback-on fires during its bake window.
+    ///
+    /// The console's pages: / (dashboard: memory, traffic, latency per release, with
+    /// deploy and alert markers, alerts, instances), /status (the public status page:
+    /// components, incidents, postmortems, e-mail and webhook sign-up at /subscribe),
+    /// /history.atom and /history.rss (incident feeds), /api/v2/summary.json
+    /// (Statuspage-compatible), /metrics (the control plane's own). Incidents open by
+    /// themselves on alerts and move with rollbacks; `warden incident` and `warden
+    /// status` manage them by hand, `warden postmortem` drafts the write-up.
     Up(UpArgs),
     /// Run one API instance (what `up` supervises), configured by flags, WARDEN_*
     /// environment variables or a TOML file (--config).
@@ -55,17 +68,22 @@ enum Command {
     /// Endpoints: /v1/users, /v1/sessions, /v1/me, /v1/items; /healthz, /readyz,
     /// /metrics (Prometheus) and /openapi.json (OpenAPI 3.1).
     Api(ApiArgs),
-    /// Does the API leak memory? Drives a realistic workload in rounds and tests
+    /// Does Warden's API leak memory? Drives a realistic workload in rounds and tests
     /// whether the heap keeps growing from round to round.
     ///
-    /// Starts the API binary (default: this one) on a temporary data dir and a free
-    /// loopback port, or measures a running one (--url, --pid). Prints a one-sentence
+    /// What it drives: a Warden API (`warden api`) and its /v1 routes only — sign-ups,
+    /// logins and logouts, item creates, reads, lists, updates and deletes, plus bad
+    /// input. Starts the API binary (default: this one) on a temporary data dir and a
+    /// free loopback port, or measures a running one (--url, --pid). Prints a one-sentence
     /// verdict with the leak rate in bytes per request and its 95% confidence
     /// interval; --report DIR also writes a JSON report and an SVG chart.
     Memtest(warden_memtest::memtest::MemtestArgs),
     /// Test a dependency update: run the memory test's scenario against the current
     /// build and the updated one, interleaved, and compare leaks, peak memory and
     /// latency.
+    ///
+    /// What it drives: two builds of Warden's API (`warden` binaries), with the
+    /// memory test's /v1 workload.
     ///
     /// With both lockfiles it lists the packages whose versions changed. Writes a
     /// JSON report and a Markdown table for the pull request with --report DIR.
@@ -74,9 +92,14 @@ enum Command {
     #[command(subcommand)]
     Release(ReleaseCommand),
     /// Print this binary's build identity as JSON (version, git commit, Cargo.lock
-    /// SHA-256); `warden release add` reads it from the binary it records.
+    /// SHA-256), or with --lockfile the Cargo.lock it was built with; `warden release
+    /// add` reads both from the binary it records.
     #[command(hide = true)]
-    BuildInfo,
+    BuildInfo {
+        /// Print the Cargo.lock this binary was built with.
+        #[arg(long)]
+        lockfile: bool,
+    },
     /// Move traffic to a recorded release, with no failed requests.
     ///
     /// Asks the running `warden up` (--console) to start the release's instances,
@@ -190,7 +213,7 @@ struct DeployArgs {
     /// How long the canary runs before the full switch.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     canary_for: std::time::Duration,
-    /// A `warden gate` report (report.json) of the active release against this one.
+    /// A `warden gate` report (gate.json) of the active release against this one.
     #[arg(long, value_name = "FILE")]
     gate: Option<PathBuf>,
     /// Deploy without a passing gate report, or a release marked bad. Recorded.
@@ -326,9 +349,8 @@ enum ReleaseCommand {
         /// The release's name [default: VERSION-COMMIT].
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
-        /// The Cargo.lock to record as its dependency set [default: ./Cargo.lock when
-        /// there is one; without it only the lockfile hash built into the binary is
-        /// recorded].
+        /// The Cargo.lock to record as its dependency set [default: the one the
+        /// binary was built with, which it carries].
         #[arg(long, value_name = "FILE")]
         lockfile: Option<PathBuf>,
         /// Extra argument its API instances run with (repeatable).
@@ -386,8 +408,43 @@ enum BenchCommand {
     Status(warden_status::bench::BenchStatusArgs),
 }
 
+/// Gives every long flag that has no variable of its own the conventional one,
+/// WARDEN_ + its name in capitals with - as _, in every subcommand: the convention
+/// then holds for flags added later without anyone remembering it.
+/// A switch (--json) reads the usual spellings from its variable: 1/0, true/false,
+/// yes/no, on/off. Hidden commands (build-info, which `warden release add` runs) read
+/// none, so a variable meant for another command can never break them.
+fn with_env(command: clap::Command) -> clap::Command {
+    let mut command = command.mut_args(|arg| match arg.get_long() {
+        Some(long) if arg.get_env().is_none() => {
+            let name = format!("WARDEN_{}", long.to_ascii_uppercase().replace('-', "_"));
+            let switch = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+            let arg = arg.env(name);
+            if switch {
+                arg.value_parser(clap::builder::BoolishValueParser::new())
+            } else {
+                arg
+            }
+        }
+        _ => arg,
+    });
+    let names: Vec<String> = command
+        .get_subcommands()
+        .filter(|sub| !sub.is_hide_set())
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(name, with_env);
+    }
+    command
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&with_env(Cli::command()).get_matches()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+
     warden_telemetry::logging::init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -407,23 +464,27 @@ fn main() -> ExitCode {
             Command::Drill(DrillCommand::Rollback(args)) => {
                 let report = warden_deploy::drill::run(&args, &std::env::current_exe()?).await?;
                 if args.json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    warden_telemetry::outln!("{}", serde_json::to_string_pretty(&report)?)?;
                 } else {
-                    print!("{}", warden_deploy::drill::render(&report));
+                    warden_telemetry::out!("{}", warden_deploy::drill::render(&report))?;
                 }
                 Ok(verdict(report.passed))
             }
             Command::Drill(DrillCommand::Leak(args)) => {
                 let card = warden_deploy::drill_leak::run(&args, &std::env::current_exe()?).await?;
                 if args.json {
-                    println!("{}", serde_json::to_string_pretty(&card)?);
+                    warden_telemetry::outln!("{}", serde_json::to_string_pretty(&card)?)?;
                 } else {
-                    print!("{}", warden_deploy::drill_leak::render(&card));
+                    warden_telemetry::out!("{}", warden_deploy::drill_leak::render(&card))?;
                 }
                 Ok(verdict(card.passed))
             }
-            Command::BuildInfo => {
-                println!("{}", serde_json::to_string(&BUILD)?);
+            Command::BuildInfo { lockfile: false } => {
+                warden_telemetry::outln!("{}", serde_json::to_string(&BUILD)?)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::BuildInfo { lockfile: true } => {
+                warden_telemetry::out!("{CARGO_LOCK}")?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Gate(args) => until_interrupted(gate(args)).await,
@@ -481,6 +542,8 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        // The reader of stdout had enough (`| head`): stop quietly, like any Unix tool.
+        Err(error) if error.is::<warden_telemetry::output::StdoutClosed>() => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
@@ -591,7 +654,8 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     )?;
     let console_routes = warden_monitor::control::console(store, status)
         .merge(warden_deploy::admin::router(controller.clone(), &token))
-        .merge(status_page);
+        .merge(status_page)
+        .method_not_allowed_fallback(warden_api::routes::method_not_allowed);
     // The client address limits sign-ups on the status page.
     let console = axum::serve(
         console,
@@ -629,7 +693,10 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("cannot read the gate report {}: {e}", path.display())
             })?;
             Some(serde_json::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("{} is not a `warden gate` report.json: {e}", path.display())
+                anyhow::anyhow!(
+                    "{} is not a `warden gate` report (gate.json): {e}",
+                    path.display()
+                )
             })?)
         }
         None => None,
@@ -669,9 +736,9 @@ fn outcome(
     match result {
         Ok(outcome) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&outcome)?);
+                warden_telemetry::outln!("{}", serde_json::to_string_pretty(&outcome)?)?;
             } else {
-                println!("{}", outcome.summary);
+                warden_telemetry::outln!("{}", outcome.summary)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -704,10 +771,7 @@ fn release(command: ReleaseCommand) -> anyhow::Result<ExitCode> {
             let new = warden_deploy::release::NewRelease {
                 bin: bin.map_or_else(std::env::current_exe, Ok)?,
                 name,
-                lockfile: lockfile.or_else(|| {
-                    let default = PathBuf::from("Cargo.lock");
-                    default.exists().then_some(default)
-                }),
+                lockfile,
                 args: api_args,
             };
             let (release, warning) = warden_deploy::release::add(&store, &data_dir, &new)?;
@@ -715,16 +779,16 @@ fn release(command: ReleaseCommand) -> anyhow::Result<ExitCode> {
                 eprintln!("warning: {warning}");
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&release)?);
+                warden_telemetry::outln!("{}", serde_json::to_string_pretty(&release)?)?;
             } else {
-                println!(
+                warden_telemetry::outln!(
                     "release {} recorded: version {}, commit {}, {} packages, binary sha256 {}",
                     release.name,
                     release.version,
                     release.git_commit,
                     release.dependencies.len(),
                     release.binary_sha256
-                );
+                )?;
             }
         }
         ReleaseCommand::List { data_dir, json } => {
@@ -737,11 +801,11 @@ fn release(command: ReleaseCommand) -> anyhow::Result<ExitCode> {
                     .zip(&states)
                     .map(|(release, state)| warden_deploy::history::Listed { release, state })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                warden_telemetry::outln!("{}", serde_json::to_string_pretty(&list)?)?;
             } else if releases.is_empty() {
-                println!("no releases yet: record one with `warden release add`");
+                warden_telemetry::outln!("no releases yet: record one with `warden release add`")?;
             } else {
-                print!("{}", warden_deploy::release::table(&releases, &states));
+                warden_telemetry::out!("{}", warden_deploy::release::table(&releases, &states))?;
             }
         }
     }
@@ -780,4 +844,41 @@ async fn memtest(args: warden_memtest::memtest::MemtestArgs) -> anyhow::Result<E
     let report = warden_memtest::memtest::run_memtest(&args).await?;
     warden_memtest::memtest::print_report(&report, &args)?;
     Ok(verdict(report.passed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convention the top-level help states: every flag of every command reads
+    /// WARDEN_ + its name, so nothing needs remembering when a flag is added.
+    #[test]
+    fn every_flag_reads_its_warden_variable() {
+        fn check(command: &clap::Command, path: &str, seen: &mut usize) {
+            for arg in command.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if matches!(long, "help" | "version") {
+                    continue;
+                }
+                let expected = format!("WARDEN_{}", long.to_ascii_uppercase().replace('-', "_"));
+                let env = arg.get_env().and_then(|e| e.to_str());
+                // A webhook's signing secret is too specific for WARDEN_SECRET.
+                let exception = (path, long) == ("warden status subscriber add-webhook", "secret")
+                    && env == Some("WARDEN_WEBHOOK_SECRET");
+                assert!(
+                    exception || env == Some(expected.as_str()),
+                    "{path} --{long} reads {env:?}, not {expected}"
+                );
+                *seen += 1;
+            }
+            for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+                check(sub, &format!("{path} {}", sub.get_name()), seen);
+            }
+        }
+        let command = with_env(Cli::command());
+        command.clone().debug_assert();
+        let mut seen = 0;
+        check(&command, "warden", &mut seen);
+        assert!(seen > 100, "{seen} flags");
+    }
 }

@@ -116,7 +116,7 @@ fn draft(
         }
     };
     let Some(out) = out else {
-        print!("{text}");
+        warden_telemetry::out!("{text}")?;
         return Ok(ExitCode::SUCCESS);
     };
     write(out, &text)?;
@@ -171,15 +171,15 @@ async fn publish_postmortem(args: PublishArgs) -> anyhow::Result<ExitCode> {
             },
         )?;
     if args.console.json {
-        println!("{}", serde_json::to_string_pretty(&incident)?);
+        warden_telemetry::outln!("{}", serde_json::to_string_pretty(&incident)?)?;
     } else {
-        println!(
+        warden_telemetry::outln!(
             "{}: postmortem published ({}), incident {}",
             incident.id,
             incident.postmortem_published_at.as_deref().unwrap_or("now"),
             incident.status
-        );
-        println!("  {}/postmortem", incident.shortlink);
+        )?;
+        warden_telemetry::outln!("  {}/postmortem", incident.shortlink)?;
     }
     Ok(ExitCode::SUCCESS)
 }

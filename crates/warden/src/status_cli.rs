@@ -336,23 +336,28 @@ fn refused(error: anyhow::Error) -> anyhow::Error {
 
 fn print_incident(verb: &str, incident: &IncidentJson, json: bool) -> anyhow::Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string_pretty(incident)?);
+        warden_telemetry::outln!("{}", serde_json::to_string_pretty(incident)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    warden_telemetry::outln!(
         "{} {verb}: {} ({}, impact {})",
-        incident.id, incident.name, incident.status, incident.impact
-    );
+        incident.id,
+        incident.name,
+        incident.status,
+        incident.impact
+    )?;
     if let Some(update) = incident.incident_updates.first() {
         for change in update.affected_components.iter().flatten() {
-            println!(
+            warden_telemetry::outln!(
                 "  {}: {} -> {}",
-                change.code, change.old_status, change.new_status
-            );
+                change.code,
+                change.old_status,
+                change.new_status
+            )?;
         }
-        println!("  posted: {}", update.body);
+        warden_telemetry::outln!("  posted: {}", update.body)?;
     }
-    println!("  {}", incident.shortlink);
+    warden_telemetry::outln!("  {}", incident.shortlink)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -404,22 +409,29 @@ pub(crate) async fn incident(command: IncidentCommand) -> anyhow::Result<ExitCod
                 .await
                 .map_err(refused)?;
             if args.console.json {
-                println!("{}", serde_json::to_string_pretty(&document.incidents)?);
+                warden_telemetry::outln!("{}", serde_json::to_string_pretty(&document.incidents)?)?;
             } else if document.incidents.is_empty() {
-                println!(
+                warden_telemetry::outln!(
                     "no {}incidents",
                     if args.open { "open " } else { "recent " }
-                );
+                )?;
             } else {
-                println!(
+                warden_telemetry::outln!(
                     "{:<12}  {:<13}  {:<8}  {:<24}  NAME",
-                    "ID", "STATUS", "IMPACT", "STARTED"
-                );
+                    "ID",
+                    "STATUS",
+                    "IMPACT",
+                    "STARTED"
+                )?;
                 for i in &document.incidents {
-                    println!(
+                    warden_telemetry::outln!(
                         "{:<12}  {:<13}  {:<8}  {:<24}  {}",
-                        i.id, i.status, i.impact, i.started_at, i.name
-                    );
+                        i.id,
+                        i.status,
+                        i.impact,
+                        i.started_at,
+                        i.name
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -440,12 +452,14 @@ pub(crate) async fn status(command: StatusCommand) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(refused)?;
             if console.json {
-                println!("{}", serde_json::to_string_pretty(&component)?);
+                warden_telemetry::outln!("{}", serde_json::to_string_pretty(&component)?)?;
             } else {
-                println!(
+                warden_telemetry::outln!(
                     "{} ({}) is {}",
-                    component.id, component.name, component.status
-                );
+                    component.id,
+                    component.name,
+                    component.status
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -455,10 +469,13 @@ pub(crate) async fn status(command: StatusCommand) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(refused)?;
             if console.json {
-                println!("{}", serde_json::to_string_pretty(&document.components)?);
+                warden_telemetry::outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&document.components)?
+                )?;
             } else {
                 for c in document.components.iter().filter(|c| !c.group) {
-                    println!("{:<24}  {:<22}  {}", c.id, c.status, c.name);
+                    warden_telemetry::outln!("{:<24}  {:<22}  {}", c.id, c.status, c.name)?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -519,9 +536,9 @@ async fn subscriber(command: SubscriberCommand) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(refused)?;
             if console.json {
-                println!("{}", serde_json::to_string_pretty(&subscribers)?);
+                warden_telemetry::outln!("{}", serde_json::to_string_pretty(&subscribers)?)?;
             } else {
-                print!("{}", subscriber_table(&subscribers));
+                warden_telemetry::out!("{}", subscriber_table(&subscribers))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -568,16 +585,16 @@ async fn subscriber(command: SubscriberCommand) -> anyhow::Result<ExitCode> {
 fn print_subscriber(verb: &str, mut view: SubscriberView, json: bool) -> anyhow::Result<ExitCode> {
     view.secret = None;
     if json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        warden_telemetry::outln!("{}", serde_json::to_string_pretty(&view)?)?;
     } else {
-        println!(
+        warden_telemetry::outln!(
             "{} {verb}: {} {} ({}, components: {})",
             view.id,
             view.kind,
             view.address,
             view.state,
             components_text(&view.components)
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -644,13 +661,13 @@ fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let written =
         warden_status::export::export(&store, &config, &args.dir, warden_store::now_ms())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&written)?);
+        warden_telemetry::outln!("{}", serde_json::to_string_pretty(&written)?)?;
     } else {
-        println!(
+        warden_telemetry::outln!(
             "wrote {} files to {} (open index.html)",
             written.len(),
             args.dir.display()
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -184,3 +184,77 @@ fn a_release_never_changes_and_bad_input_changes_nothing() {
         "failed adds recorded nothing"
     );
 }
+
+#[test]
+fn a_release_added_anywhere_records_the_cargo_lock_the_binary_was_built_with() {
+    // Started outside the repository, with no Cargo.lock in sight: the binary's own.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["release", "add", "--name", "v1", "--json", "--data-dir"])
+        .arg(&data)
+        .current_dir(dir.path())
+        .env("WARDEN_LOG", "warn")
+        .output()
+        .unwrap();
+    let v1 = json(&out);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(v1["lockfile_sha256"], v1["build_lockfile_sha256"]);
+    let deps = v1["dependencies"].as_array().unwrap();
+    let expected = std::fs::read_to_string(LOCKFILE)
+        .unwrap()
+        .matches("[[package]]")
+        .count();
+    assert_eq!(deps.len(), expected);
+    assert!(deps.iter().any(|d| d[0] == "serde_json"));
+}
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    use std::io::Read;
+    for args in [
+        &["build-info", "--lockfile"][..],
+        &["deps", "inventory", "--lockfile", LOCKFILE],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(args)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read one line's worth, as `| head -1` would, then hang up.
+        let mut first = [0u8; 64];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_switch_reads_the_usual_spellings_from_its_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    for (value, json) in [
+        ("1", true),
+        ("yes", true),
+        ("true", true),
+        ("0", false),
+        ("off", false),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["release", "list", "--data-dir"])
+            .arg(dir.path())
+            .env("WARDEN_JSON", value)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "WARDEN_JSON={value}: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.trim() == "[]", json, "WARDEN_JSON={value}: {stdout}");
+    }
+}
