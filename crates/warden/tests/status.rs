@@ -89,6 +89,20 @@ async fn incidents_from_the_cli_reach_the_page_json_and_feed_escaped() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 401);
+    // A method a page does not take: a problem document and the Allow header.
+    let wrong = http
+        .delete(format!("{base}/api/v2/status.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 405);
+    assert!(wrong.headers()["allow"].to_str().unwrap().contains("GET"));
+    assert_eq!(wrong.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = wrong.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("DELETE"),
+        "{problem}"
+    );
     let refused = warden(
         console,
         &data,
