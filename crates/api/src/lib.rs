@@ -145,14 +145,24 @@ impl utoipa::Modify for Conventions {
                         .entry(code.to_owned())
                         .or_insert_with(|| problem(description).into());
                 };
-                add("400", "Malformed request: bad JSON syntax, bad parameter");
                 if has_body {
+                    add(
+                        "400",
+                        "Malformed request: a bad parameter, or a body that is not JSON every \
+                         parser reads back the same: bad syntax, nesting deeper than the \
+                         limit, a string with a lone UTF-16 surrogate escape, a number that \
+                         is not a finite IEEE 754 double or has more than 100 characters \
+                         (RFC 8259, I-JSON RFC 7493). The detail names the problem and its \
+                         byte offset.",
+                    );
                     add("413", "Request body larger than the limit");
                     add("415", "Content-Type is not application/json");
                     add(
                         "422",
                         "Well-formed JSON of the wrong shape: unknown, missing or mistyped fields",
                     );
+                } else {
+                    add("400", "Malformed request: bad parameter");
                 }
                 add("500", "Internal error (logged, not detailed)");
                 add(

@@ -40,6 +40,7 @@ on_both_backends!(
     failed_logins_are_throttled_per_account,
     failed_logins_are_throttled_per_address,
     json_limits_are_enforced,
+    item_data_that_parsers_cannot_read_back_is_refused,
     overload_is_shed_with_retry_after,
     slow_requests_time_out,
     health_readiness_and_unknown_routes,
@@ -512,6 +513,70 @@ async fn json_limits_are_enforced(backend: Backend) {
     );
 }
 
+/// Item data is kept verbatim and echoed to every client, so what some parsers
+/// cannot read back (RFC 8259 section 8.2, I-JSON) is refused up front, naming the
+/// problem and where; the same values written interoperably are stored.
+async fn item_data_that_parsers_cannot_read_back_is_refused(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    let token = app.user("ada@example.com").await;
+    let send = |method: reqwest::Method, path: String, data: String| {
+        app.client
+            .request(method, app.url(&path))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"title":"t","data":{data}}}"#))
+            .send()
+    };
+    let long = "9".repeat(100_000);
+    for (data, says) in [
+        (
+            r#""\ud800""#.to_owned(),
+            "`\\uD800` in a JSON string at byte 21",
+        ),
+        (
+            r#"{"\uDC00": 1}"#.to_owned(),
+            "`\\uDC00` in a JSON string at byte 22",
+        ),
+        (r#"["\ud83d x"]"#.to_owned(), "lone UTF-16 surrogate"),
+        ("1e400".to_owned(), "`1e400` at byte 20 is beyond the range"),
+        (format!("[-{long}]"), "100001 characters at byte 21"),
+    ] {
+        let r = send(reqwest::Method::POST, "/v1/items".into(), data.clone())
+            .await
+            .unwrap();
+        let detail = assert_problem(r, 400).await;
+        assert!(detail.contains(says), "{data:.40}: {detail}");
+    }
+    let stored = app.create_item(&token, "ok", json!(1)).await;
+    let path = format!("/v1/items/{}", stored["id"]);
+    let r = send(reqwest::Method::PUT, path.clone(), r#""\udfff""#.into())
+        .await
+        .unwrap();
+    assert_problem(r, 400).await;
+    for data in [
+        r#""\ud83d\ude00 \u00e9""#,
+        "1.7976931348623157e308",
+        "-12345678901234567890",
+        "1e-400",
+    ] {
+        let r = send(reqwest::Method::POST, "/v1/items".into(), data.into())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{data}");
+        let echoed = r.text().await.unwrap();
+        assert!(echoed.contains(&format!(r#""data":{data}"#)), "{echoed}");
+    }
+    let list: Value = app
+        .get("/v1/items?limit=100", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 5);
+    let unchanged: Value = app.get(&path, Some(&token)).await.json().await.unwrap();
+    assert_eq!(unchanged["data"], 1, "the refused PUT changed nothing");
+}
+
 /// Opens a raw connection and sends a POST whose body is not finished, so the
 /// request stays in flight inside the handler until `finish` is called.
 pub struct HalfSentRequest {
@@ -705,6 +770,21 @@ async fn openapi_document_lists_every_route(backend: Backend) {
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
+    );
+    // The rules a client must know: what item data is refused.
+    let data = doc["components"]["schemas"]["ItemInput"]["properties"]["data"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        data.contains("surrogate") && data.contains("double"),
+        "{data}"
+    );
+    let bad = doc["paths"]["/v1/items"]["post"]["responses"]["400"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        bad.contains("surrogate") && bad.contains("RFC 7493"),
+        "{bad}"
     );
 }
 
