@@ -652,6 +652,125 @@ async fn health_readiness_and_unknown_routes(backend: Backend) {
     assert_problem(app.get("/v2/nothing/here", None).await, 404).await;
 }
 
+/// A TCP relay to PostgreSQL that can fall silent: from then on it passes nothing
+/// either way and accepts new connections without answering, as a database behind
+/// a dead network link does.
+struct Relay {
+    addr: std::net::SocketAddr,
+    silent: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (silent, silenced) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = listener.accept().await.unwrap();
+                if *silenced.borrow() {
+                    tokio::spawn(async move {
+                        let _held = client;
+                        std::future::pending::<()>().await;
+                    });
+                    continue;
+                }
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(Self::pass(client_read, server_write, silenced.clone()));
+                tokio::spawn(Self::pass(server_read, client_write, silenced.clone()));
+            }
+        });
+        Self { addr, silent }
+    }
+
+    /// Copies until silenced; then holds both ends open and passes nothing more.
+    async fn pass(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        silenced: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if *silenced.borrow() {
+                return std::future::pending().await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn fall_silent(&self) {
+        self.silent.send_replace(true);
+    }
+}
+
+/// `host:port` of a PostgreSQL URL, and the URL with another `host:port`.
+fn swap_authority(url: &str, with: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (user, host) = authority
+        .rsplit_once('@')
+        .map_or(("", authority), |(u, h)| (u, h));
+    let host = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    };
+    let user = if user.is_empty() {
+        String::new()
+    } else {
+        format!("{user}@")
+    };
+    (host, format!("{scheme}://{user}{with}/{path}"))
+}
+
+/// A database that stops answering makes `/readyz` say so within a second, rather
+/// than after the pool's acquire timeout (5 s). PostgreSQL only: a SQLite file
+/// cannot stop answering this way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_answers_within_a_second_when_the_database_stops_answering() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let Backend::Postgres(server) = &backend else {
+        unreachable!()
+    };
+    let relay = Relay::start(swap_authority(server, "unused").0).await;
+    let through = relay.addr.to_string();
+    let app = TestApp::spawn_with(&backend, |s| {
+        s.database_url = swap_authority(&s.database_url, &through).1;
+    })
+    .await;
+    let r: Value = app.get("/readyz", None).await.json().await.unwrap();
+    assert_eq!(r["status"], "ready");
+
+    relay.fall_silent();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let r = app.get("/readyz", None).await;
+        let took = started.elapsed();
+        let detail = assert_problem(r, 503).await;
+        assert!(
+            took < Duration::from_secs(1),
+            "/readyz took {took:?} to say: {detail}"
+        );
+        assert!(
+            detail.contains("the database is unreachable: no answer within 500 ms"),
+            "{detail}"
+        );
+    }
+    // The API itself still answers.
+    let r: Value = app.get("/healthz", None).await.json().await.unwrap();
+    assert_eq!(r["status"], "ok");
+}
+
 async fn metrics_describe_requests_memory_and_build(backend: Backend) {
     let app = TestApp::spawn(&backend).await;
     let token = app.user("ada@example.com").await;
