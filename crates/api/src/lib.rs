@@ -23,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod forwarded;
 pub mod json;
 pub mod model;
 pub mod routes;
@@ -57,6 +58,7 @@ pub struct AppState {
     pub db: db::Db,
     pub passwords: auth::Passwords,
     pub throttle: Arc<auth::LoginThrottle>,
+    pub trusted_proxy: forwarded::TrustedProxy,
     pub sessions: auth::SessionCache,
     pub limits: JsonLimits,
     pub token_ttl: Duration,
@@ -72,6 +74,12 @@ impl FromRef<AppState> for db::Db {
 impl FromRef<AppState> for auth::SessionCache {
     fn from_ref(state: &AppState) -> Self {
         state.sessions.clone()
+    }
+}
+
+impl FromRef<AppState> for forwarded::TrustedProxy {
+    fn from_ref(state: &AppState) -> Self {
+        state.trusted_proxy.clone()
     }
 }
 
@@ -292,7 +300,9 @@ impl Application {
                 settings.login_throttle_window,
                 settings.login_failures_per_account,
                 settings.login_failures_per_address,
+                settings.login_failures_per_account_all_addresses,
             )),
+            trusted_proxy: forwarded::TrustedProxy(settings.proxy_secret.clone()),
             sessions: auth::SessionCache::new(settings.session_cache_ttl),
             limits: JsonLimits {
                 max_bytes: settings.body_limit_bytes,

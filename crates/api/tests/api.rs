@@ -39,6 +39,8 @@ on_both_backends!(
     another_users_item_is_not_found,
     failed_logins_are_throttled_per_account,
     failed_logins_are_throttled_per_address,
+    an_address_failing_on_an_account_locks_no_one_else_out,
+    forwarded_addresses_are_believed_only_with_the_proxy_secret,
     json_limits_are_enforced,
     item_data_that_parsers_cannot_read_back_is_refused,
     overload_is_shed_with_retry_after,
@@ -398,8 +400,17 @@ async fn failed_logins_are_throttled_per_account(backend: Backend) {
         .unwrap();
     assert!((1..=900).contains(&retry), "{retry}");
     assert_problem(r, 429).await;
-    // While throttled, even the right password waits: that is what stops guessing.
+    // While throttled, even the right password waits from this address: that is
+    // what stops guessing.
     assert_problem(app.login("ada@example.com", PASSWORD).await, 429).await;
+    // But the account is not locked: from another address its owner logs in.
+    let elsewhere = TestApp::client_from([127, 0, 0, 2]);
+    assert_eq!(
+        app.login_with(&elsewhere, "ada@example.com", PASSWORD)
+            .await
+            .status(),
+        201
+    );
     // Other accounts are unaffected.
     app.register("bob@example.com").await;
     assert_eq!(app.login("bob@example.com", PASSWORD).await.status(), 201);
@@ -419,6 +430,105 @@ async fn failed_logins_are_throttled_per_address(backend: Backend) {
     assert!(r.headers().contains_key("retry-after"));
     let detail = assert_problem(r, 429).await;
     assert!(detail.contains("address"), "{detail}");
+}
+
+/// One address hammering an account gets 429, and nobody else does: the owner of
+/// that account and of any other still log in from their own addresses.
+async fn an_address_failing_on_an_account_locks_no_one_else_out(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    app.register("ada@example.com").await;
+    app.register("bob@example.com").await;
+    let attacker = TestApp::client_from([127, 0, 0, 2]);
+    let user = TestApp::client_from([127, 0, 0, 3]);
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let r = app
+            .login_with(&attacker, "bob@example.com", "wrong password!!")
+            .await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..5], [401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    let r = app.login_with(&attacker, "bob@example.com", PASSWORD).await;
+    let detail = assert_problem(r, 429).await;
+    assert!(
+        detail.contains("this account from your address"),
+        "{detail}"
+    );
+
+    for email in ["ada@example.com", "bob@example.com"] {
+        let r = app.login_with(&user, email, PASSWORD).await;
+        assert_eq!(r.status(), 201, "{email}: {}", r.text().await.unwrap());
+    }
+    // The attacker's address is refused for bob only.
+    assert_eq!(
+        app.login_with(&attacker, "ada@example.com", PASSWORD)
+            .await
+            .status(),
+        201
+    );
+}
+
+/// `X-Forwarded-For` names the client only on requests that carry the proxy's
+/// secret; a client talking to the API directly is throttled by its own address
+/// whatever it claims.
+async fn forwarded_addresses_are_believed_only_with_the_proxy_secret(backend: Backend) {
+    const SECRET: &str = "a-secret-of-at-least-32-characters-0123456789";
+    let app = TestApp::spawn_with(&backend, |s| {
+        s.login_failures_per_address = 3;
+        s.proxy_secret = Some(warden_api::forwarded::ProxySecret::parse(SECRET).unwrap());
+    })
+    .await;
+    let login = |email: String, forwarded_for: &str, secret: Option<&str>| {
+        let mut r = app
+            .client
+            .post(app.url("/v1/sessions"))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({"email": email, "password": "wrong password!!"}));
+        if let Some(secret) = secret {
+            r = r.header("x-warden-proxy-secret", secret);
+        }
+        r.send()
+    };
+    // Forged: a new address each time, with no secret or a wrong one. All count
+    // against the connecting address, 127.0.0.1.
+    let forged = [
+        None,
+        Some("a-wrong-secret-of-at-least-32-characters-0123"),
+        None,
+    ];
+    for (i, secret) in forged.into_iter().enumerate() {
+        let r = login(
+            format!("u{i}@example.com"),
+            &format!("198.51.100.{i}"),
+            secret,
+        )
+        .await
+        .unwrap();
+        assert_problem(r, 401).await;
+    }
+    let r = login("fresh@example.com".into(), "198.51.100.9", None)
+        .await
+        .unwrap();
+    let detail = assert_problem(r, 429).await;
+    assert!(detail.contains("from your address"), "{detail}");
+
+    // With the secret, the forwarded address is the client: 203.0.113.7 has its own
+    // count, unaffected by 127.0.0.1's, and its failures do not touch 203.0.113.8.
+    for i in 0..3 {
+        let r = login(format!("v{i}@example.com"), "203.0.113.7", Some(SECRET))
+            .await
+            .unwrap();
+        assert_problem(r, 401).await;
+    }
+    let r = login("fresh@example.com".into(), "203.0.113.7", Some(SECRET))
+        .await
+        .unwrap();
+    assert_problem(r, 429).await;
+    let r = login("fresh@example.com".into(), "203.0.113.8", Some(SECRET))
+        .await
+        .unwrap();
+    assert_problem(r, 401).await;
 }
 
 async fn json_limits_are_enforced(backend: Backend) {
@@ -890,7 +1000,7 @@ async fn openapi_document_lists_every_route(backend: Backend) {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
-    // The rules a client must know: what item data is refused.
+    // The rules a client must know: what item data is refused, how logins are throttled.
     let data = doc["components"]["schemas"]["ItemInput"]["properties"]["data"]["description"]
         .as_str()
         .unwrap_or_default();
@@ -905,6 +1015,10 @@ async fn openapi_document_lists_every_route(backend: Backend) {
         bad.contains("surrogate") && bad.contains("RFC 7493"),
         "{bad}"
     );
+    let throttled = doc["paths"]["/v1/sessions"]["post"]["responses"]["429"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(throttled.contains("never locked"), "{throttled}");
 }
 
 async fn data_survives_a_restart(backend: Backend) {
