@@ -1,8 +1,8 @@
 //! Authentication: password hashing, session tokens, login throttling, and the
 //! extractor that turns a bearer token into a user.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -191,17 +191,46 @@ where
     }
 }
 
-/// Counts failed logins per key (an account or a client address) in a fixed window,
-/// and refuses further attempts once a key reaches its limit until the window ends.
+/// Throttles password guessing without letting anyone lock another user out.
+///
+/// Failed logins are counted in fixed windows (default 15 minutes from a key's first
+/// failure) under three keys, following the OWASP Authentication Cheat Sheet
+/// (throttle per account *and* source; do not lock the account itself):
+///
+/// - **one account from one client address**: at `per_pair` failures that address
+///   gets 429 for that account, even with the right password (that is what stops
+///   the guessing), while the owner logs in from anywhere else;
+/// - **one client address, any accounts**: at `per_address` failures it gets 429
+///   for every login (stops one source spraying many accounts);
+/// - **one account, all addresses**: at `account_under_attack` failures the account
+///   is under attack from many addresses, and an address that has already failed on
+///   it in its window is refused until that window ends. A guesser with many
+///   addresses gets one guess per address; an address that has not failed on it
+///   (its owner, typically) still logs in at once.
+///
+/// A correct password from an address that has not itself been failing is therefore
+/// never refused. Only failures count (a user who logs in is never throttled), and a
+/// success forgets that address's failures on that account. Accounts are keyed by a
+/// hash of the email and IPv6 clients by their /64 network (what one host usually
+/// gets), so every entry is small, and at most [`THROTTLE_CAPACITY`] are kept.
 ///
 /// Hand-written because rate limiters such as `governor` count every attempt, while a
-/// login throttle must count only failures (a user who logs in correctly is never
-/// throttled) and must answer "how long until retry" for `Retry-After`.
+/// login throttle must count only failures and must answer "how long until retry"
+/// for `Retry-After`.
 pub struct LoginThrottle {
     window: Duration,
-    per_account: u32,
+    per_pair: u32,
     per_address: u32,
-    failures: Mutex<HashMap<String, Window>>,
+    account_under_attack: u32,
+    failures: moka::sync::Cache<ThrottleKey, Window>,
+}
+
+/// What failures are counted against.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum ThrottleKey {
+    Pair([u8; 32], IpAddr),
+    Address(IpAddr),
+    Account([u8; 32]),
 }
 
 #[derive(Clone, Copy)]
@@ -210,88 +239,116 @@ struct Window {
     failures: u32,
 }
 
-/// Entries above which expired windows are pruned, bounding memory.
-const THROTTLE_PRUNE_AT: usize = 10_000;
+/// Throttle entries kept at most (about 100 bytes each); beyond it the least useful
+/// are evicted, so memory stays bounded whatever the traffic.
+pub const THROTTLE_CAPACITY: u64 = 100_000;
 
 impl LoginThrottle {
-    pub fn new(window: Duration, per_account: u32, per_address: u32) -> Self {
+    pub fn new(
+        window: Duration,
+        per_pair: u32,
+        per_address: u32,
+        account_under_attack: u32,
+    ) -> Self {
         Self {
             window,
-            per_account,
+            per_pair,
             per_address,
-            failures: Mutex::new(HashMap::new()),
+            account_under_attack,
+            failures: moka::sync::Cache::builder()
+                .max_capacity(THROTTLE_CAPACITY)
+                // Windows are judged by their start; this only drops dead ones.
+                .time_to_live(window)
+                .build(),
         }
     }
 
-    fn keys(email: &str, address: std::net::IpAddr) -> [(String, u32); 2] {
+    fn keys(email: &str, address: IpAddr) -> [ThrottleKey; 3] {
+        let account: [u8; 32] = Sha256::digest(email.as_bytes()).into();
+        let client = client_key(address);
         [
-            (format!("account:{email}"), 0),
-            (format!("address:{address}"), 1),
+            ThrottleKey::Pair(account, client),
+            ThrottleKey::Address(client),
+            ThrottleKey::Account(account),
         ]
     }
 
-    /// `Err` with the seconds to wait when the account or the address is throttled.
-    pub fn check(&self, email: &str, address: std::net::IpAddr) -> Result<(), ApiError> {
+    /// The failures counted under `key` in its current window, and the time left in it.
+    fn current(&self, key: &ThrottleKey, now: Instant) -> Option<(u32, Duration)> {
+        let w = self.failures.get(key)?;
+        let left = self.window.checked_sub(now.duration_since(w.started))?;
+        (!left.is_zero()).then_some((w.failures, left))
+    }
+
+    /// `Err` (429) with the seconds to wait when `address` may not try `email` now.
+    pub fn check(&self, email: &str, address: IpAddr) -> Result<(), ApiError> {
         let now = Instant::now();
-        let map = self
-            .failures
-            .lock()
-            .map_err(|_| anyhow::anyhow!("throttle lock poisoned"))?;
-        for (key, which) in Self::keys(email, address) {
-            let limit = if which == 0 {
-                self.per_account
-            } else {
-                self.per_address
-            };
-            if let Some(w) = map.get(&key) {
-                let elapsed = now.duration_since(w.started);
-                if w.failures >= limit && elapsed < self.window {
-                    let wait = (self.window - elapsed).as_secs().max(1);
-                    let what = if which == 0 {
-                        "this account"
-                    } else {
-                        "this address"
-                    };
-                    return Err(ApiError::TooManyRequests {
-                        detail: format!("too many failed logins for {what}; try again in {wait} s"),
-                        retry_after_secs: wait,
-                    });
-                }
-            }
+        let [pair, by_address, account] = Self::keys(email, address);
+        let refuse = |what: &str, left: Duration| {
+            let wait = left.as_secs().max(1);
+            Err(ApiError::TooManyRequests {
+                detail: format!("too many failed logins {what}; try again in {wait} s"),
+                retry_after_secs: wait,
+            })
+        };
+        if let Some((n, left)) = self.current(&by_address, now)
+            && n >= self.per_address
+        {
+            return refuse("from your address", left);
+        }
+        let Some((n, pair_left)) = self.current(&pair, now) else {
+            return Ok(());
+        };
+        if n >= self.per_pair {
+            return refuse("for this account from your address", pair_left);
+        }
+        if let Some((total, account_left)) = self.current(&account, now)
+            && total >= self.account_under_attack
+        {
+            return refuse(
+                "for this account from many addresses, one of them yours",
+                pair_left.min(account_left),
+            );
         }
         Ok(())
     }
 
-    /// Records a failed login for the account and the address.
-    pub fn record_failure(&self, email: &str, address: std::net::IpAddr) {
+    /// Records a failed login for the account from the address.
+    pub fn record_failure(&self, email: &str, address: IpAddr) {
         let now = Instant::now();
-        let Ok(mut map) = self.failures.lock() else {
-            return;
-        };
-        if map.len() >= THROTTLE_PRUNE_AT {
-            let window = self.window;
-            map.retain(|_, w| now.duration_since(w.started) < window);
-        }
-        for (key, _) in Self::keys(email, address) {
-            let w = map.entry(key).or_insert(Window {
-                started: now,
-                failures: 0,
+        for key in Self::keys(email, address) {
+            self.failures.entry(key).and_upsert_with(|entry| {
+                match entry.map(moka::Entry::into_value) {
+                    Some(w) if now.duration_since(w.started) < self.window => Window {
+                        started: w.started,
+                        failures: w.failures.saturating_add(1),
+                    },
+                    _ => Window {
+                        started: now,
+                        failures: 1,
+                    },
+                }
             });
-            if now.duration_since(w.started) >= self.window {
-                *w = Window {
-                    started: now,
-                    failures: 0,
-                };
-            }
-            w.failures += 1;
         }
     }
 
-    /// Forgets the account's failures after a successful login.
-    pub fn record_success(&self, email: &str) {
-        if let Ok(mut map) = self.failures.lock() {
-            map.remove(&format!("account:{email}"));
+    /// Forgets the address's failures on the account after it logged in. The
+    /// account's failures from elsewhere and the address's on other accounts stay.
+    pub fn record_success(&self, email: &str, address: IpAddr) {
+        let [pair, ..] = Self::keys(email, address);
+        self.failures.invalidate(&pair);
+    }
+}
+
+/// The throttle's name for a client: an IPv4 address, or an IPv6 /64 network, since
+/// one host usually holds a whole /64 and could otherwise change address at will.
+fn client_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(network.into())
         }
+        v4 => v4,
     }
 }
 
@@ -311,23 +368,85 @@ mod tests {
     }
 
     #[test]
-    fn throttle_counts_failures_per_account_and_address() {
-        let t = LoginThrottle::new(Duration::from_secs(60), 2, 3);
-        let a: std::net::IpAddr = [127, 0, 0, 1].into();
+    fn throttle_refuses_the_pair_and_the_address_not_the_account() {
+        let t = LoginThrottle::new(Duration::from_secs(60), 2, 3, 100);
+        let a: IpAddr = [127, 0, 0, 2].into();
+        let b: IpAddr = [127, 0, 0, 3].into();
         t.record_failure("x@example.com", a);
         assert!(t.check("x@example.com", a).is_ok());
         t.record_failure("x@example.com", a);
-        assert!(matches!(
-            t.check("x@example.com", a),
-            Err(ApiError::TooManyRequests { .. })
-        ));
+        let refused = t.check("x@example.com", a).unwrap_err();
+        assert!(
+            matches!(refused, ApiError::TooManyRequests { ref detail, retry_after_secs: 1..=60 }
+                if detail.contains("for this account from your address")),
+            "{refused:?}"
+        );
+        // The account itself is not locked: another address may try it.
+        assert!(t.check("x@example.com", b).is_ok());
+        // The address is refused everywhere at its own limit.
+        assert!(t.check("y@example.com", a).is_ok());
         t.record_failure("y@example.com", a);
-        assert!(matches!(
-            t.check("z@example.com", a),
-            Err(ApiError::TooManyRequests { .. })
-        ));
-        let b: std::net::IpAddr = [127, 0, 0, 2].into();
+        let refused = t.check("z@example.com", a).unwrap_err();
+        assert!(
+            matches!(refused, ApiError::TooManyRequests { ref detail, .. } if detail.contains("from your address")),
+            "{refused:?}"
+        );
         assert!(t.check("z@example.com", b).is_ok());
+        // A success forgets only that address's failures on that account.
+        t.record_failure("w@example.com", b);
+        t.record_success("w@example.com", b);
+        t.record_failure("w@example.com", b);
+        assert!(t.check("w@example.com", b).is_ok());
+    }
+
+    #[test]
+    fn an_account_under_attack_refuses_addresses_that_failed_on_it_only() {
+        let t = LoginThrottle::new(Duration::from_secs(60), 5, 100, 4);
+        let attackers: Vec<IpAddr> = (10..14).map(|n| IpAddr::from([10, 0, 0, n])).collect();
+        let owner: IpAddr = [192, 0, 2, 1].into();
+        for a in &attackers[..3] {
+            t.record_failure("x@example.com", *a);
+            assert!(t.check("x@example.com", *a).is_ok(), "not under attack yet");
+        }
+        t.record_failure("x@example.com", attackers[3]);
+        for a in &attackers {
+            let refused = t.check("x@example.com", *a).unwrap_err();
+            assert!(
+                matches!(refused, ApiError::TooManyRequests { ref detail, .. } if detail.contains("many addresses")),
+                "{refused:?}"
+            );
+        }
+        assert!(
+            t.check("x@example.com", owner).is_ok(),
+            "a clean address still logs in"
+        );
+        assert!(
+            t.check("y@example.com", attackers[0]).is_ok(),
+            "other accounts are unaffected"
+        );
+    }
+
+    #[test]
+    fn windows_end() {
+        let t = LoginThrottle::new(Duration::from_millis(200), 1, 100, 100);
+        let a: IpAddr = [127, 0, 0, 2].into();
+        t.record_failure("x@example.com", a);
+        assert!(t.check("x@example.com", a).is_err());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(t.check("x@example.com", a).is_ok());
+        t.record_failure("x@example.com", a);
+        assert!(t.check("x@example.com", a).is_err(), "a new window starts");
+    }
+
+    #[test]
+    fn ipv6_clients_are_their_slash_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(client_key(ip("::ffff:198.51.100.7")), ip("198.51.100.7"));
+        let t = LoginThrottle::new(Duration::from_secs(60), 1, 100, 100);
+        t.record_failure("x@example.com", ip("2001:db8:1:2::1"));
+        assert!(t.check("x@example.com", ip("2001:db8:1:2::ffff")).is_err());
+        assert!(t.check("x@example.com", ip("2001:db8:1:3::1")).is_ok());
     }
 
     #[tokio::test]

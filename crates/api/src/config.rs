@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::forwarded::{PROXY_SECRET_ENV, ProxySecret};
+
 /// Settings as given on the command line, in the environment or in the config file.
 #[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -76,13 +78,35 @@ pub struct ApiArgs {
     #[arg(long, env = "WARDEN_PASSWORD_HASH_CONCURRENCY", value_name = "N")]
     pub password_hash_concurrency: Option<usize>,
 
-    /// Failed logins per account within the throttle window before 429. [default: 5]
+    /// Failed logins for one account from one client address within the throttle
+    /// window before that address gets 429 for that account. Only that pair is
+    /// refused: the account's owner logs in from any other address, so knowing an
+    /// email is not enough to lock its owner out (OWASP: throttle, do not lock
+    /// accounts). [default: 5]
     #[arg(long, env = "WARDEN_LOGIN_FAILURES_PER_ACCOUNT", value_name = "N")]
     pub login_failures_per_account: Option<u32>,
 
-    /// Failed logins per client address within the throttle window before 429. [default: 20]
+    /// Failed logins from one client address, for any accounts, within the throttle
+    /// window before that address gets 429 for every login. The client address is the
+    /// TCP peer; behind a reverse proxy, it is the last X-Forwarded-For address, but
+    /// only on requests whose X-Warden-Proxy-Secret header matches the secret in the
+    /// WARDEN_PROXY_SECRET environment variable (at least 32 characters; set by
+    /// `warden up` for its instances; deliberately not a flag, since command lines are
+    /// world-readable). [default: 20]
     #[arg(long, env = "WARDEN_LOGIN_FAILURES_PER_ADDRESS", value_name = "N")]
     pub login_failures_per_address: Option<u32>,
+
+    /// Failed logins for one account from all addresses together within the throttle
+    /// window after which it counts as under attack: an address that has failed on it
+    /// even once in its window must then wait for that window to end, which slows a
+    /// guesser with many addresses to one guess per address, while addresses that
+    /// have not failed on it still log in at once. [default: 50]
+    #[arg(
+        long,
+        env = "WARDEN_LOGIN_FAILURES_PER_ACCOUNT_ALL_ADDRESSES",
+        value_name = "N"
+    )]
+    pub login_failures_per_account_all_addresses: Option<u32>,
 
     /// Window over which failed logins are counted. [default: 15m]
     #[arg(long, env = "WARDEN_LOGIN_THROTTLE_WINDOW", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -143,7 +167,10 @@ pub struct Settings {
     pub password_hash_concurrency: usize,
     pub login_failures_per_account: u32,
     pub login_failures_per_address: u32,
+    pub login_failures_per_account_all_addresses: u32,
     pub login_throttle_window: Duration,
+    /// The secret that makes X-Forwarded-For believable (from [`PROXY_SECRET_ENV`]).
+    pub proxy_secret: Option<ProxySecret>,
     pub shutdown_timeout: Duration,
     pub memory_log_interval: Duration,
     pub chaos_leak_bytes_per_request: usize,
@@ -227,6 +254,11 @@ impl Settings {
                 pick.get(|a| a.login_failures_per_address),
                 20,
             )?,
+            login_failures_per_account_all_addresses: positive(
+                "login-failures-per-account-all-addresses",
+                pick.get(|a| a.login_failures_per_account_all_addresses),
+                50,
+            )?,
             login_throttle_window: nonzero(
                 "login-throttle-window",
                 pick.get(|a| a.login_throttle_window),
@@ -241,6 +273,7 @@ impl Settings {
                 Duration::from_secs(60),
             )?,
             chaos_leak_bytes_per_request: pick.get(|a| a.chaos_leak_bytes_per_request).unwrap_or(0),
+            proxy_secret: proxy_secret_from_env()?,
         };
         if settings.json_max_depth > 128 {
             return Err(invalid("json-max-depth", "must be at most 128"));
@@ -258,6 +291,30 @@ impl Settings {
             std::fs::create_dir_all(dir)?;
         }
         Ok(())
+    }
+}
+
+/// The proxy secret from [`PROXY_SECRET_ENV`], if set. Only the environment is read:
+/// a flag would put the secret on the command line, readable by every local user.
+fn proxy_secret_from_env() -> Result<Option<ProxySecret>, ConfigError> {
+    proxy_secret(std::env::var(PROXY_SECRET_ENV))
+}
+
+fn proxy_secret(
+    value: Result<String, std::env::VarError>,
+) -> Result<Option<ProxySecret>, ConfigError> {
+    match value {
+        Ok(value) => ProxySecret::parse(&value)
+            .map(Some)
+            .map_err(|reason| ConfigError::Invalid {
+                setting: PROXY_SECRET_ENV,
+                reason,
+            }),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(invalid(
+            PROXY_SECRET_ENV,
+            "must be visible ASCII characters only",
+        )),
     }
 }
 
@@ -379,5 +436,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("database-url"), "{err}");
+
+        let err = proxy_secret(Ok("too short".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("WARDEN_PROXY_SECRET") && err.contains("32"),
+            "{err}"
+        );
+        assert!(!err.contains("too short"), "the value is not echoed: {err}");
+        assert!(proxy_secret(Err(std::env::VarError::NotPresent)).is_ok_and(|s| s.is_none()));
+        assert!(proxy_secret(Ok("x".repeat(32))).is_ok_and(|s| s.is_some()));
     }
 }

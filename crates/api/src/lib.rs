@@ -23,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod forwarded;
 pub mod json;
 pub mod model;
 pub mod routes;
@@ -57,6 +58,7 @@ pub struct AppState {
     pub db: db::Db,
     pub passwords: auth::Passwords,
     pub throttle: Arc<auth::LoginThrottle>,
+    pub trusted_proxy: forwarded::TrustedProxy,
     pub sessions: auth::SessionCache,
     pub limits: JsonLimits,
     pub token_ttl: Duration,
@@ -72,6 +74,12 @@ impl FromRef<AppState> for db::Db {
 impl FromRef<AppState> for auth::SessionCache {
     fn from_ref(state: &AppState) -> Self {
         state.sessions.clone()
+    }
+}
+
+impl FromRef<AppState> for forwarded::TrustedProxy {
+    fn from_ref(state: &AppState) -> Self {
+        state.trusted_proxy.clone()
     }
 }
 
@@ -145,14 +153,24 @@ impl utoipa::Modify for Conventions {
                         .entry(code.to_owned())
                         .or_insert_with(|| problem(description).into());
                 };
-                add("400", "Malformed request: bad JSON syntax, bad parameter");
                 if has_body {
+                    add(
+                        "400",
+                        "Malformed request: a bad parameter, or a body that is not JSON every \
+                         parser reads back the same: bad syntax, nesting deeper than the \
+                         limit, a string with a lone UTF-16 surrogate escape, a number that \
+                         is not a finite IEEE 754 double or has more than 100 characters \
+                         (RFC 8259, I-JSON RFC 7493). The detail names the problem and its \
+                         byte offset.",
+                    );
                     add("413", "Request body larger than the limit");
                     add("415", "Content-Type is not application/json");
                     add(
                         "422",
                         "Well-formed JSON of the wrong shape: unknown, missing or mistyped fields",
                     );
+                } else {
+                    add("400", "Malformed request: bad parameter");
                 }
                 add("500", "Internal error (logged, not detailed)");
                 add(
@@ -283,7 +301,9 @@ impl Application {
                 settings.login_throttle_window,
                 settings.login_failures_per_account,
                 settings.login_failures_per_address,
+                settings.login_failures_per_account_all_addresses,
             )),
+            trusted_proxy: forwarded::TrustedProxy(settings.proxy_secret.clone()),
             sessions: auth::SessionCache::new(settings.session_cache_ttl),
             limits: JsonLimits {
                 max_bytes: settings.body_limit_bytes,

@@ -105,7 +105,13 @@ pub struct ItemInput {
     /// 1 to 200 characters.
     #[schema(min_length = 1, max_length = 200, example = "groceries")]
     pub title: String,
-    /// Any JSON value, stored as sent.
+    /// Any JSON value, stored and returned exactly as sent, provided every JSON
+    /// parser can read it back (RFC 8259, I-JSON RFC 7493): strings are valid
+    /// Unicode, so no `\uD800`-`\uDFFF` escape outside a surrogate pair; numbers are
+    /// finite IEEE 754 doubles (`1e400` is not) of at most 100 characters. Anything
+    /// else is refused with 400 naming the byte. Integers beyond ±(2^53−1) are kept
+    /// as sent but many clients (JavaScript) read them rounded: send such ids as
+    /// strings.
     #[schema(value_type = serde_json::Value)]
     pub data: Box<RawValue>,
 }

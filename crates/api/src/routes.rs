@@ -1,11 +1,11 @@
 //! The handlers. Each is thin: parse the input into domain types, call the store,
 //! shape the answer.
 
-use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use crate::AppState;
 use crate::auth::{AuthUser, new_token, token_digest};
 use crate::db::now_ms;
 use crate::error::{ApiError, Problem};
+use crate::forwarded::ClientAddr;
 use crate::json::ApiJson;
 use crate::model::{
     Credentials, Email, Health, Item, ItemInput, ItemPage, ListParams, NewPassword, Session, Title,
@@ -49,21 +50,28 @@ pub async fn create_user(
 /// Log in: exchange email and password for a session token.
 ///
 /// A wrong email and a wrong password get the same answer in about the same time.
-/// Repeated failures for one account or from one address answer 429.
+/// Failed logins are throttled per account and client address, never per account
+/// alone: see the 429 answer.
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = Credentials,
     responses(
         (status = 201, description = "Logged in", body = Session),
         (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed logins; see Retry-After", body = Problem, content_type = "application/problem+json",
+        (status = 429, description = "Too many failed logins; retry after the Retry-After seconds. Failures are counted \
+            per client address within a window (15 minutes by default, from the first failure): an address is refused \
+            for an account after 5 failures on it, for every account after 20 failures in all, and for an account that \
+            has had 50 failures from all addresses after failing on it once (defaults; see `warden api --help`). \
+            An account is never locked as such: a correct password from an address that has not been failing on it \
+            succeeds. Behind Warden's front proxy the client address is the one the proxy saw.",
+            body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn create_session(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     let email = Email::normalise(&body.email);
-    state.throttle.check(&email, peer.ip())?;
+    state.throttle.check(&email, client)?;
     let user = state.db.user_by_email(&email).await?;
     let (user_id, hash) = match user {
         Some(u) => (Some(u.id), Some(u.password_hash)),
@@ -71,10 +79,10 @@ pub async fn create_session(
     };
     let valid = state.passwords.verify(hash, body.password).await?;
     let Some(user_id) = user_id.filter(|_| valid) else {
-        state.throttle.record_failure(&email, peer.ip());
+        state.throttle.record_failure(&email, client);
         return Err(ApiError::Unauthorized("wrong email or password"));
     };
-    state.throttle.record_success(&email);
+    state.throttle.record_success(&email, client);
     let token = new_token();
     let ttl_ms = i64::try_from(state.token_ttl.as_millis()).unwrap_or(i64::MAX);
     let expires_at = now_ms().saturating_add(ttl_ms);
@@ -275,21 +283,34 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
+/// How long readiness waits for the database. An orchestrator's probe gives up
+/// after about a second (Kubernetes' default); a database that has not answered a
+/// trivial query by then is as good as down, and saying so now beats waiting for
+/// the pool's own acquire timeout (seconds) and answering nothing in time.
+pub const READY_DB_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Readiness: the database answers. Load balancers send traffic only when ready.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready to serve", body = Health),
-        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable or did not answer within 500 ms; \
+            the detail says which. Answered within a second either way.",
+            body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    match state.db.ping().await {
-        Ok(()) => Ok(Json(Health {
+    let unreachable = |why: String| ApiError::Unavailable {
+        detail: format!("the database is unreachable: {why}"),
+        retry_after_secs: 1,
+    };
+    match tokio::time::timeout(READY_DB_TIMEOUT, state.db.ping()).await {
+        Ok(Ok(())) => Ok(Json(Health {
             status: "ready".into(),
         })),
-        Err(error) => Err(ApiError::Unavailable {
-            detail: format!("the database is unreachable: {error}"),
-            retry_after_secs: 1,
-        }),
+        Ok(Err(error)) => Err(unreachable(error.to_string())),
+        Err(_) => Err(unreachable(format!(
+            "no answer within {} ms",
+            READY_DB_TIMEOUT.as_millis()
+        ))),
     }
 }
 

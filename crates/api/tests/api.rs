@@ -39,7 +39,10 @@ on_both_backends!(
     another_users_item_is_not_found,
     failed_logins_are_throttled_per_account,
     failed_logins_are_throttled_per_address,
+    an_address_failing_on_an_account_locks_no_one_else_out,
+    forwarded_addresses_are_believed_only_with_the_proxy_secret,
     json_limits_are_enforced,
+    item_data_that_parsers_cannot_read_back_is_refused,
     overload_is_shed_with_retry_after,
     slow_requests_time_out,
     health_readiness_and_unknown_routes,
@@ -397,8 +400,17 @@ async fn failed_logins_are_throttled_per_account(backend: Backend) {
         .unwrap();
     assert!((1..=900).contains(&retry), "{retry}");
     assert_problem(r, 429).await;
-    // While throttled, even the right password waits: that is what stops guessing.
+    // While throttled, even the right password waits from this address: that is
+    // what stops guessing.
     assert_problem(app.login("ada@example.com", PASSWORD).await, 429).await;
+    // But the account is not locked: from another address its owner logs in.
+    let elsewhere = TestApp::client_from([127, 0, 0, 2]);
+    assert_eq!(
+        app.login_with(&elsewhere, "ada@example.com", PASSWORD)
+            .await
+            .status(),
+        201
+    );
     // Other accounts are unaffected.
     app.register("bob@example.com").await;
     assert_eq!(app.login("bob@example.com", PASSWORD).await.status(), 201);
@@ -418,6 +430,105 @@ async fn failed_logins_are_throttled_per_address(backend: Backend) {
     assert!(r.headers().contains_key("retry-after"));
     let detail = assert_problem(r, 429).await;
     assert!(detail.contains("address"), "{detail}");
+}
+
+/// One address hammering an account gets 429, and nobody else does: the owner of
+/// that account and of any other still log in from their own addresses.
+async fn an_address_failing_on_an_account_locks_no_one_else_out(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    app.register("ada@example.com").await;
+    app.register("bob@example.com").await;
+    let attacker = TestApp::client_from([127, 0, 0, 2]);
+    let user = TestApp::client_from([127, 0, 0, 3]);
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let r = app
+            .login_with(&attacker, "bob@example.com", "wrong password!!")
+            .await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..5], [401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    let r = app.login_with(&attacker, "bob@example.com", PASSWORD).await;
+    let detail = assert_problem(r, 429).await;
+    assert!(
+        detail.contains("this account from your address"),
+        "{detail}"
+    );
+
+    for email in ["ada@example.com", "bob@example.com"] {
+        let r = app.login_with(&user, email, PASSWORD).await;
+        assert_eq!(r.status(), 201, "{email}: {}", r.text().await.unwrap());
+    }
+    // The attacker's address is refused for bob only.
+    assert_eq!(
+        app.login_with(&attacker, "ada@example.com", PASSWORD)
+            .await
+            .status(),
+        201
+    );
+}
+
+/// `X-Forwarded-For` names the client only on requests that carry the proxy's
+/// secret; a client talking to the API directly is throttled by its own address
+/// whatever it claims.
+async fn forwarded_addresses_are_believed_only_with_the_proxy_secret(backend: Backend) {
+    const SECRET: &str = "a-secret-of-at-least-32-characters-0123456789";
+    let app = TestApp::spawn_with(&backend, |s| {
+        s.login_failures_per_address = 3;
+        s.proxy_secret = Some(warden_api::forwarded::ProxySecret::parse(SECRET).unwrap());
+    })
+    .await;
+    let login = |email: String, forwarded_for: &str, secret: Option<&str>| {
+        let mut r = app
+            .client
+            .post(app.url("/v1/sessions"))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({"email": email, "password": "wrong password!!"}));
+        if let Some(secret) = secret {
+            r = r.header("x-warden-proxy-secret", secret);
+        }
+        r.send()
+    };
+    // Forged: a new address each time, with no secret or a wrong one. All count
+    // against the connecting address, 127.0.0.1.
+    let forged = [
+        None,
+        Some("a-wrong-secret-of-at-least-32-characters-0123"),
+        None,
+    ];
+    for (i, secret) in forged.into_iter().enumerate() {
+        let r = login(
+            format!("u{i}@example.com"),
+            &format!("198.51.100.{i}"),
+            secret,
+        )
+        .await
+        .unwrap();
+        assert_problem(r, 401).await;
+    }
+    let r = login("fresh@example.com".into(), "198.51.100.9", None)
+        .await
+        .unwrap();
+    let detail = assert_problem(r, 429).await;
+    assert!(detail.contains("from your address"), "{detail}");
+
+    // With the secret, the forwarded address is the client: 203.0.113.7 has its own
+    // count, unaffected by 127.0.0.1's, and its failures do not touch 203.0.113.8.
+    for i in 0..3 {
+        let r = login(format!("v{i}@example.com"), "203.0.113.7", Some(SECRET))
+            .await
+            .unwrap();
+        assert_problem(r, 401).await;
+    }
+    let r = login("fresh@example.com".into(), "203.0.113.7", Some(SECRET))
+        .await
+        .unwrap();
+    assert_problem(r, 429).await;
+    let r = login("fresh@example.com".into(), "203.0.113.8", Some(SECRET))
+        .await
+        .unwrap();
+    assert_problem(r, 401).await;
 }
 
 async fn json_limits_are_enforced(backend: Backend) {
@@ -512,6 +623,70 @@ async fn json_limits_are_enforced(backend: Backend) {
     );
 }
 
+/// Item data is kept verbatim and echoed to every client, so what some parsers
+/// cannot read back (RFC 8259 section 8.2, I-JSON) is refused up front, naming the
+/// problem and where; the same values written interoperably are stored.
+async fn item_data_that_parsers_cannot_read_back_is_refused(backend: Backend) {
+    let app = TestApp::spawn(&backend).await;
+    let token = app.user("ada@example.com").await;
+    let send = |method: reqwest::Method, path: String, data: String| {
+        app.client
+            .request(method, app.url(&path))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"title":"t","data":{data}}}"#))
+            .send()
+    };
+    let long = "9".repeat(100_000);
+    for (data, says) in [
+        (
+            r#""\ud800""#.to_owned(),
+            "`\\uD800` in a JSON string at byte 21",
+        ),
+        (
+            r#"{"\uDC00": 1}"#.to_owned(),
+            "`\\uDC00` in a JSON string at byte 22",
+        ),
+        (r#"["\ud83d x"]"#.to_owned(), "lone UTF-16 surrogate"),
+        ("1e400".to_owned(), "`1e400` at byte 20 is beyond the range"),
+        (format!("[-{long}]"), "100001 characters at byte 21"),
+    ] {
+        let r = send(reqwest::Method::POST, "/v1/items".into(), data.clone())
+            .await
+            .unwrap();
+        let detail = assert_problem(r, 400).await;
+        assert!(detail.contains(says), "{data:.40}: {detail}");
+    }
+    let stored = app.create_item(&token, "ok", json!(1)).await;
+    let path = format!("/v1/items/{}", stored["id"]);
+    let r = send(reqwest::Method::PUT, path.clone(), r#""\udfff""#.into())
+        .await
+        .unwrap();
+    assert_problem(r, 400).await;
+    for data in [
+        r#""\ud83d\ude00 \u00e9""#,
+        "1.7976931348623157e308",
+        "-12345678901234567890",
+        "1e-400",
+    ] {
+        let r = send(reqwest::Method::POST, "/v1/items".into(), data.into())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{data}");
+        let echoed = r.text().await.unwrap();
+        assert!(echoed.contains(&format!(r#""data":{data}"#)), "{echoed}");
+    }
+    let list: Value = app
+        .get("/v1/items?limit=100", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 5);
+    let unchanged: Value = app.get(&path, Some(&token)).await.json().await.unwrap();
+    assert_eq!(unchanged["data"], 1, "the refused PUT changed nothing");
+}
+
 /// Opens a raw connection and sends a POST whose body is not finished, so the
 /// request stays in flight inside the handler until `finish` is called.
 pub struct HalfSentRequest {
@@ -592,6 +767,125 @@ async fn health_readiness_and_unknown_routes(backend: Backend) {
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
     let detail = assert_problem(r, 405).await;
     assert!(detail.contains("PATCH"), "{detail}");
+}
+
+/// A TCP relay to PostgreSQL that can fall silent: from then on it passes nothing
+/// either way and accepts new connections without answering, as a database behind
+/// a dead network link does.
+struct Relay {
+    addr: std::net::SocketAddr,
+    silent: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (silent, silenced) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = listener.accept().await.unwrap();
+                if *silenced.borrow() {
+                    tokio::spawn(async move {
+                        let _held = client;
+                        std::future::pending::<()>().await;
+                    });
+                    continue;
+                }
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(Self::pass(client_read, server_write, silenced.clone()));
+                tokio::spawn(Self::pass(server_read, client_write, silenced.clone()));
+            }
+        });
+        Self { addr, silent }
+    }
+
+    /// Copies until silenced; then holds both ends open and passes nothing more.
+    async fn pass(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        silenced: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if *silenced.borrow() {
+                return std::future::pending().await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn fall_silent(&self) {
+        self.silent.send_replace(true);
+    }
+}
+
+/// `host:port` of a PostgreSQL URL, and the URL with another `host:port`.
+fn swap_authority(url: &str, with: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (user, host) = authority
+        .rsplit_once('@')
+        .map_or(("", authority), |(u, h)| (u, h));
+    let host = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    };
+    let user = if user.is_empty() {
+        String::new()
+    } else {
+        format!("{user}@")
+    };
+    (host, format!("{scheme}://{user}{with}/{path}"))
+}
+
+/// A database that stops answering makes `/readyz` say so within a second, rather
+/// than after the pool's acquire timeout (5 s). PostgreSQL only: a SQLite file
+/// cannot stop answering this way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_answers_within_a_second_when_the_database_stops_answering() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let Backend::Postgres(server) = &backend else {
+        unreachable!()
+    };
+    let relay = Relay::start(swap_authority(server, "unused").0).await;
+    let through = relay.addr.to_string();
+    let app = TestApp::spawn_with(&backend, |s| {
+        s.database_url = swap_authority(&s.database_url, &through).1;
+    })
+    .await;
+    let r: Value = app.get("/readyz", None).await.json().await.unwrap();
+    assert_eq!(r["status"], "ready");
+
+    relay.fall_silent();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let r = app.get("/readyz", None).await;
+        let took = started.elapsed();
+        let detail = assert_problem(r, 503).await;
+        assert!(
+            took < Duration::from_secs(1),
+            "/readyz took {took:?} to say: {detail}"
+        );
+        assert!(
+            detail.contains("the database is unreachable: no answer within 500 ms"),
+            "{detail}"
+        );
+    }
+    // The API itself still answers.
+    let r: Value = app.get("/healthz", None).await.json().await.unwrap();
+    assert_eq!(r["status"], "ok");
 }
 
 async fn metrics_describe_requests_memory_and_build(backend: Backend) {
@@ -713,6 +1007,25 @@ async fn openapi_document_lists_every_route(backend: Backend) {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // The rules a client must know: what item data is refused, how logins are throttled.
+    let data = doc["components"]["schemas"]["ItemInput"]["properties"]["data"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        data.contains("surrogate") && data.contains("double"),
+        "{data}"
+    );
+    let bad = doc["paths"]["/v1/items"]["post"]["responses"]["400"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        bad.contains("surrogate") && bad.contains("RFC 7493"),
+        "{bad}"
+    );
+    let throttled = doc["paths"]["/v1/sessions"]["post"]["responses"]["429"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(throttled.contains("never locked"), "{throttled}");
 }
 
 async fn data_survives_a_restart(backend: Backend) {

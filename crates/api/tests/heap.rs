@@ -696,7 +696,7 @@ fn session_revoke_and_refill_stays_within_the_caches_band() {
 #[test]
 fn login_throttle_retains_no_memory() {
     let heap = profile_heap();
-    let throttle = LoginThrottle::new(Duration::from_secs(3600), 5, 50);
+    let throttle = LoginThrottle::new(Duration::from_secs(3600), 5, 50, 100);
     let emails = [
         "a@example.com",
         "b@example.com",
@@ -704,11 +704,11 @@ fn login_throttle_retains_no_memory() {
         "d@example.com",
     ];
     let addresses: [IpAddr; 2] = [[192, 0, 2, 1].into(), "2001:db8::1".parse().unwrap()];
-    // The map holds an entry per account and per address, and every iteration ends
-    // with the same keys in it, so it stops growing once the warm-up has seen them
-    // all. Half the accounts then log in successfully (their entry goes, and comes
-    // back with the next failure); the others and both addresses stay throttled, so
-    // once the warm-up is past, every `check` also builds its 429.
+    // The cache holds an entry per account, per address and per pair, and every
+    // iteration ends with the same keys in it, so it stops growing once the warm-up
+    // has seen them all. Half the pairs then log in successfully (their entry goes,
+    // and comes back with the next failure); the others and both addresses stay
+    // throttled, so once the warm-up is past, every `check` also builds its 429.
     let plan = Plan {
         warm_up: 100,
         per_round: 2000,
@@ -721,7 +721,7 @@ fn login_throttle_retains_no_memory() {
             let _ = std::hint::black_box(refusal.map_err(IntoResponse::into_response));
             throttle.record_failure(email, address);
             if i % 2 == 0 {
-                throttle.record_success(email);
+                throttle.record_success(email, address);
             }
         }
     });

@@ -16,6 +16,17 @@
 //! response from an instance carries the name of its release in
 //! [`RELEASE_HEADER`] (`x-warden-release`).
 //!
+//! **Who the client is.** An instance sees every connection come from the proxy, so
+//! the proxy tells it the client: it replaces any `X-Forwarded-For` a client sent
+//! (it cannot vouch for it; it is the edge, and the API reads the last entry) with
+//! the address that connected, and adds [`SECRET_HEADER`] with a random secret made
+//! at start ([`Proxy::forwarding_secret`]), which the supervisor gives the instances
+//! it starts in their environment ([`SECRET_ENV`]). An instance believes
+//! `X-Forwarded-For` only from a request with that secret, so its login throttle
+//! counts each user under their own address and a client that connects to an
+//! instance directly cannot pick one. Any copy of the header a client sends is
+//! removed, and the header is never sent back in a response or logged.
+//!
 //! **Users affected.** The proxy also counts the distinct clients it answers per
 //! time window (a minute by default, aligned to the clock), and those of them that
 //! got a failed response (a 5xx from the instance, the proxy's own 502/503/504, an
@@ -63,6 +74,19 @@ const BUFFERED_BODY: u64 = 64 * 1024;
 
 /// The response header naming the release whose instance answered a proxied request.
 pub const RELEASE_HEADER: HeaderName = HeaderName::from_static("x-warden-release");
+
+/// The request header that proves to an instance that a request came through this
+/// proxy. The API checks it under the same name
+/// (`warden_api::forwarded::PROXY_SECRET_HEADER`); the process-level tests of
+/// `warden up` fail if the two ever differ.
+pub const SECRET_HEADER: HeaderName = HeaderName::from_static("x-warden-proxy-secret");
+
+/// The environment variable in which instances get the secret
+/// (`warden_api::forwarded::PROXY_SECRET_ENV`): never on a command line, which any
+/// local user can read.
+pub const SECRET_ENV: &str = "WARDEN_PROXY_SECRET";
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// One API instance as the proxy sees it.
 #[derive(Debug)]
@@ -263,6 +287,9 @@ pub struct Proxy {
     canary_draw: AtomicU64,
     /// Distinct clients per window, and the affected ones.
     clients: Arc<Clients>,
+    /// Sent in [`SECRET_HEADER`]; marked sensitive, so a debug print of the headers
+    /// does not show it.
+    forwarding_secret: HeaderValue,
 }
 
 type ProxyBody = Either<Tracked, Full<Bytes>>;
@@ -299,7 +326,16 @@ impl Proxy {
             upstream_timeout,
             canary_draw: AtomicU64::new(0),
             clients: Arc::new(Clients::new(&counting, registry)?),
+            forwarding_secret: new_forwarding_secret()?,
         }))
+    }
+
+    /// The secret this proxy sends instances in [`SECRET_HEADER`]: 256 random bits,
+    /// made at start and kept in memory only, so it changes with every run (the
+    /// instances are started by the same process, and restarted with it).
+    #[must_use]
+    pub fn forwarding_secret(&self) -> &str {
+        self.forwarding_secret.to_str().unwrap_or_default()
     }
 
     /// The client windows that have ended, merged over the event loops, oldest
@@ -506,11 +542,15 @@ impl Proxy {
             }
         };
         strip_hop_by_hop(&mut parts.headers);
+        // The proxy is the edge: a client's claims about addresses, or a secret it
+        // presents, are replaced by what the proxy itself vouches for.
+        parts.headers.remove(X_FORWARDED_FOR);
         if let Some(value) = forwarded_for {
-            parts
-                .headers
-                .append(HeaderName::from_static("x-forwarded-for"), value.clone());
+            parts.headers.insert(X_FORWARDED_FOR, value.clone());
         }
+        parts
+            .headers
+            .insert(SECRET_HEADER, self.forwarding_secret.clone());
         let upstream = self.choose();
         let path = parts.uri.path_and_query().cloned();
         let idempotent = matches!(
@@ -611,6 +651,8 @@ impl Proxy {
                             .inc();
                     }
                     strip_hop_by_hop(&mut head.headers);
+                    // Never back to a client, whatever an instance sends.
+                    head.headers.remove(SECRET_HEADER);
                     // Which release answered: for the rollback benchmark and for
                     // anyone checking a deploy from outside.
                     if let Ok(value) = HeaderValue::from_str(release) {
@@ -748,6 +790,13 @@ impl ProxyThreads {
             let _ = handle.join();
         }
     }
+}
+
+/// A random secret for [`SECRET_HEADER`], as 64 hex digits.
+fn new_forwarding_secret() -> anyhow::Result<HeaderValue> {
+    let mut value = HeaderValue::from_str(&hex::encode(rand::random::<[u8; 32]>()))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Removes the headers that belong to one connection, not to the message.
@@ -1320,6 +1369,74 @@ mod tests {
         assert_eq!(union(&proxy.take_all_windows()), (1, 1));
         threads.stop();
         drop(silent);
+    }
+
+    #[tokio::test]
+    async fn instances_get_the_real_client_address_and_the_secret_clients_do_not() {
+        // Echoes the two headers it got, and tries to send the secret back.
+        let echo = axum::Router::new().route(
+            "/echo",
+            axum::routing::get(|headers: hyper::HeaderMap| async move {
+                let all = |name: &str| -> Vec<String> {
+                    headers
+                        .get_all(name)
+                        .iter()
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .collect()
+                };
+                let secret = all("x-warden-proxy-secret").join("|");
+                (
+                    [("x-warden-proxy-secret", secret.clone())],
+                    format!("{}\n{secret}", all("x-forwarded-for").join("|")),
+                )
+            }),
+        );
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = upstream.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(upstream, echo).await.unwrap() });
+        let proxy = Proxy::new(
+            ready("v1", backend),
+            &prometheus::Registry::new(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let secret = proxy.forwarding_secret().to_owned();
+        assert_eq!(secret.len(), 64);
+        let other = Proxy::new(
+            ready("v1", backend),
+            &prometheus::Registry::new(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_ne!(
+            other.forwarding_secret(),
+            secret,
+            "a new secret for every proxy"
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let threads = proxy.spawn(listener, 1).unwrap();
+
+        let client = reqwest::Client::builder()
+            .local_address(IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .unwrap();
+        let response = client
+            .get(format!("http://{addr}/echo"))
+            .header("x-forwarded-for", "198.51.100.1")
+            .header("x-forwarded-for", "198.51.100.2, 198.51.100.3")
+            .header("x-warden-proxy-secret", "forged")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            !response.headers().contains_key("x-warden-proxy-secret"),
+            "the secret went back to the client"
+        );
+        let body = response.text().await.unwrap();
+        assert_eq!(body, format!("127.0.0.2\n{secret}"));
+        threads.stop();
     }
 
     /// Every window merged into one.

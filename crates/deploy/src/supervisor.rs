@@ -9,10 +9,12 @@
 //!
 //! The child stops by itself if the supervisor dies without stopping it (kill -9): it
 //! is told the supervisor's pid in `WARDEN_SUPERVISOR_PID` and watches for
-//! re-parenting. Its stderr is passed through, and the last lines are kept to say
-//! why an instance that failed to start failed. Every start and exit is an event in
-//! the store, written in the background; a store that fails is logged and never
-//! delays or stops the supervisor.
+//! re-parenting. It is also given the proxy's forwarding secret in
+//! `WARDEN_PROXY_SECRET` (see [`crate::proxy`]), so that it believes the client
+//! address the proxy forwards and nobody else's. Its stderr is passed through, and
+//! the last lines are kept to say why an instance that failed to start failed.
+//! Every start and exit is an event in the store, written in the background; a store
+//! that fails is logged and never delays or stops the supervisor.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -102,6 +104,9 @@ pub async fn supervise(
             .arg(&spec.data_dir)
             .args(&spec.args)
             .env("WARDEN_SUPERVISOR_PID", std::process::id().to_string())
+            // Lets the instance believe the proxy's X-Forwarded-For; in the
+            // environment because a command line is readable by every local user.
+            .env(crate::proxy::SECRET_ENV, context.proxy.forwarding_secret())
             // `warden up`'s own config file is not the API's.
             .env_remove("WARDEN_CONFIG")
             .stdin(Stdio::null())

@@ -285,3 +285,89 @@ async fn a_killed_instance_is_restarted_recorded_and_alerted_as_down() {
         ["instance.started", "instance.exited", "instance.started"]
     );
 }
+
+/// Behind `warden up`'s proxy every connection to an instance comes from the proxy;
+/// the login throttle must still tell users apart. An address hammering bob's
+/// account (claiming other addresses in X-Forwarded-For, and presenting a forged
+/// proxy secret) is throttled on every instance, and a user on another address
+/// still logs in to ada and to bob with the right password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_hammering_logins_through_the_proxy_locks_no_one_else_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, api, _console) = Up::start(dir.path(), "", false, &["--replicas", "2"]);
+    let base = format!("http://127.0.0.1:{api}");
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let (attacker, user) = (from([127, 0, 0, 2]), from([127, 0, 0, 3]));
+    wait_ready(&user, &format!("{base}/readyz")).await;
+    let password = "correct horse battery";
+    for email in ["ada@example.com", "bob@example.com"] {
+        let r = user
+            .post(format!("{base}/v1/users"))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let login = |client: &reqwest::Client, email: &str, password: &str| {
+        client
+            .post(format!("{base}/v1/sessions"))
+            .json(&serde_json::json!({"email": email, "password": password}))
+    };
+
+    let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+    for n in 0..40u8 {
+        let r = login(&attacker, "bob@example.com", "wrong password!!")
+            .header("x-forwarded-for", format!("198.51.100.{n}"))
+            .header("x-warden-proxy-secret", "0123456789abcdef0123456789abcdef")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !r.headers().contains_key("x-warden-proxy-secret"),
+            "a response carried the proxy secret"
+        );
+        *statuses.entry(r.status().as_u16()).or_default() += 1;
+    }
+    // 5 failures for bob from this address per instance, then 429 on each.
+    assert_eq!(statuses.get(&401), Some(&10), "{statuses:?}");
+    assert_eq!(statuses.get(&429), Some(&30), "{statuses:?}");
+
+    // Another address logs in, to either account, on both instances.
+    for email in [
+        "ada@example.com",
+        "ada@example.com",
+        "bob@example.com",
+        "bob@example.com",
+    ] {
+        let r = login(&user, email, password).send().await.unwrap();
+        assert_eq!(r.status(), 201, "{email}: {}", r.text().await.unwrap());
+    }
+    // The attacker's address stays refused for bob, on both instances.
+    for _ in 0..2 {
+        let r = login(&attacker, "bob@example.com", password)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429);
+    }
+
+    // The instances got the secret in their environment, not on their command line.
+    let instance = child_of(up.0.id()).expect("warden up runs the API as its child");
+    let environ = std::fs::read(format!("/proc/{instance}/environ")).unwrap();
+    let secret = environ
+        .split(|b| *b == 0)
+        .find_map(|var| var.strip_prefix(b"WARDEN_PROXY_SECRET="))
+        .map(|s| String::from_utf8(s.to_vec()).unwrap())
+        .expect("the instance has WARDEN_PROXY_SECRET");
+    assert_eq!(secret.len(), 64);
+    let cmdline =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{instance}/cmdline")).unwrap())
+            .into_owned();
+    assert!(!cmdline.contains(&secret), "{cmdline}");
+}

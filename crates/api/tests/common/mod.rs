@@ -180,6 +180,30 @@ impl TestApp {
         .await
     }
 
+    /// A client whose connections come from `source`, another loopback address
+    /// (127.0.0.2, ...), so the API sees a different client.
+    pub fn client_from(source: [u8; 4]) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(source))
+            .build()
+            .unwrap()
+    }
+
+    /// Logs in with `client`.
+    pub async fn login_with(
+        &self,
+        client: &reqwest::Client,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        client
+            .post(self.url("/v1/sessions"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
         self.post_json(
             "/v1/sessions",
