@@ -240,19 +240,13 @@ impl Automation {
         }
     }
 
-    fn names(&self, components: &BTreeMap<String, ComponentStatus>) -> String {
-        let names: Vec<String> = self
-            .config
+    fn names(&self, components: &BTreeMap<String, ComponentStatus>) -> Vec<String> {
+        self.config
             .components
             .iter()
             .filter(|c| components.contains_key(&c.id()))
             .map(|c| c.name.clone())
-            .collect();
-        match names.as_slice() {
-            [] => "our services".to_owned(),
-            [one] => one.clone(),
-            [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
-        }
+            .collect()
     }
 }
 
