@@ -440,6 +440,56 @@ async fn writes_need_the_token_and_change_nothing_without_it() {
 }
 
 #[tokio::test]
+async fn an_alert_that_opens_no_incident_is_recorded_and_the_answer_says_why() {
+    let store = Store::in_memory().unwrap();
+    let config = StatusConfig::default();
+    let app = app(&store, &config);
+    let alert = |name: &str, status: &str| json!({"status": status, "labels": {"alertname": name, "instance": "10.0.0.7:8080"}, "fingerprint": name});
+    let hook = json!({"version": "4", "alerts": [
+        alert("ErrorRatioHigh", "firing"),
+        alert("WardenErrorRateHigh", "firing"),
+        alert("DiskFull", "resolved"),
+    ]});
+    let (status, _, body) = call(
+        &app,
+        "POST",
+        "/api/alertmanager",
+        Some(TOKEN),
+        Some(hook),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["recorded"], 3, "{answer}");
+    let ignored = answer["no_incident"].as_array().unwrap();
+    assert_eq!(
+        ignored.len(),
+        1,
+        "only the firing alert of an unknown name: {answer}"
+    );
+    assert_eq!(ignored[0]["alert"], "WardenErrorRateHigh");
+    let why = ignored[0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("opens no incident") && why.contains("ErrorRatioHigh"),
+        "{why}"
+    );
+    let events = store.events(&warden_store::EventFilter::default()).unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "alert.firing",
+            "alert.firing",
+            warden_status::automation::ALERT_IGNORED,
+            "alert.resolved"
+        ]
+    );
+    assert_eq!(events[2].payload["alert"], "WardenErrorRateHigh");
+    assert_eq!(events[2].payload["reason"], why);
+}
+
+#[tokio::test]
 async fn bad_requests_are_problems_that_say_what_to_fix() {
     let store = Store::in_memory().unwrap();
     let config = StatusConfig::default();
