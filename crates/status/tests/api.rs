@@ -726,7 +726,8 @@ fn export_writes_the_page_json_and_feeds_with_relative_links() {
     config.page.url = None;
     let dir = tempfile::tempdir().unwrap();
     let written =
-        warden_status::export::export(&store, &config, dir.path(), warden_store::now_ms()).unwrap();
+        warden_status::export::export(&store, &config, dir.path(), warden_store::now_ms(), None)
+            .unwrap();
     for file in [
         "index.html",
         "history.atom",
@@ -757,6 +758,94 @@ fn export_writes_the_page_json_and_feeds_with_relative_links() {
     )
     .unwrap();
     assert_eq!(summary["incidents"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn export_has_the_published_postmortems_and_no_link_to_the_console() {
+    let store = Store::in_memory().unwrap();
+    let config = StatusConfig::default();
+    let now = warden_store::now_ms();
+    warden_status::components::sync(&store, &config, now - 10_000).unwrap();
+    let incident = warden_status::incidents::open(
+        &store,
+        &config,
+        &OpenIncident {
+            name: "Errors on sign-in".into(),
+            components: BTreeMap::from([("authentication".into(), ComponentStatus::MajorOutage)]),
+            ..OpenIncident::default()
+        },
+        now - 9_000,
+    )
+    .unwrap();
+    let id = incident.id.clone();
+    warden_status::incidents::resolve(
+        &store,
+        &config,
+        &id,
+        &UpdateIncident::default(),
+        now - 8_000,
+    )
+    .unwrap();
+    // Published through the console, which knows itself by its own address.
+    let console = Links {
+        base: "http://console.test:8081".into(),
+        static_files: false,
+    };
+    warden_status::postmortem::publish(&store, &config, &console, &id, None, now - 7_000).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let written = warden_status::export::export(&store, &config, dir.path(), now, None).unwrap();
+    let postmortem = dir.path().join(format!("postmortems/{id}.html"));
+    assert!(written.contains(&postmortem), "{written:?}");
+    let page = std::fs::read_to_string(&postmortem).unwrap();
+    assert!(page.contains("Postmortem: Errors on sign-in"), "{page}");
+    assert!(
+        page.contains(&format!("href=\"../incidents/{id}.html\"")),
+        "{page}"
+    );
+    assert!(page.contains("href=\"../index.html\""), "{page}");
+    let incident_page =
+        std::fs::read_to_string(dir.path().join(format!("incidents/{id}.html"))).unwrap();
+    assert!(
+        incident_page.contains(&format!(
+            "href=\"../postmortems/{id}.html\">Read the postmortem"
+        )),
+        "{incident_page}"
+    );
+    for path in &written {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            !text.contains("console.test") && !text.contains("/status/incidents/"),
+            "{} links to the console: {text}",
+            path.display()
+        );
+    }
+
+    // With a base URL, every link is absolute on it.
+    let dir = tempfile::tempdir().unwrap();
+    let base = "https://status.example.com";
+    warden_status::export::export(&store, &config, dir.path(), now, Some(base)).unwrap();
+    let index = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+    assert!(
+        index.contains(&format!("href=\"{base}/incidents/{id}.html\"")),
+        "{index}"
+    );
+    let incident_page =
+        std::fs::read_to_string(dir.path().join(format!("incidents/{id}.html"))).unwrap();
+    assert!(incident_page.contains(&format!("href=\"{base}/postmortems/{id}.html\"")));
+    let summary = std::fs::read_to_string(dir.path().join("api/v2/summary.json")).unwrap();
+    assert!(
+        summary.contains(&format!("\"url\":\"{base}/index.html\"")),
+        "{summary}"
+    );
+    let error =
+        warden_status::export::export(&store, &config, dir.path(), now, Some("status.example.com"))
+            .unwrap_err()
+            .to_string();
+    assert!(
+        error.contains("--base-url") && error.contains("https://"),
+        "{error}"
+    );
 }
 
 /// A form post to the subscriber routes.
