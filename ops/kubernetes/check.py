@@ -90,10 +90,10 @@ RELEASE_MATCHER = 'release="{{args.release}}"'
 #   count:     the query contains the alert's whole expression, with release
 #              selectors, and returns how many instances meet it (0 is good).
 METRICS = {
-    "error-ratio": {"alert": "WardenErrorRateHigh", "kind": "threshold"},
-    "latency-p99": {"alert": "WardenLatencyHigh", "kind": "threshold"},
-    "memory-leak-heap": {"alert": "WardenMemoryLeak", "evidence": "heap", "kind": "count"},
-    "memory-leak-rss": {"alert": "WardenMemoryLeak", "evidence": "rss", "kind": "count"},
+    "error-ratio": {"alert": "ErrorRatioHigh", "kind": "threshold"},
+    "latency-p99": {"alert": "LatencyHigh", "kind": "threshold"},
+    "memory-leak-heap": {"alert": "MemoryLeak", "evidence": "heap", "kind": "count"},
+    "memory-leak-rss": {"alert": "MemoryLeak", "evidence": "rss", "kind": "count"},
 }
 
 problems = []

@@ -30,6 +30,28 @@ use crate::compare::{self, Baseline, CompareRule};
 use crate::detector::{self, AlertState, Assessment, LeakRule, LeakTracker};
 use crate::scrape::InstanceScrape;
 
+/// A leak of heap allocated or RSS.
+pub const MEMORY_LEAK: &str = "MemoryLeak";
+/// RSS above a share of the memory limit.
+pub const MEMORY_HIGH: &str = "MemoryHigh";
+/// p99 request duration above a threshold.
+pub const LATENCY_HIGH: &str = "LatencyHigh";
+/// Share of 5xx answers above a threshold.
+pub const ERROR_RATIO_HIGH: &str = "ErrorRatioHigh";
+/// `/metrics` does not answer.
+pub const TARGET_DOWN: &str = "TargetDown";
+/// The name of every alert. Prometheus' rules in `ops/prometheus` fire the same
+/// names, so an alert from Alertmanager and one of these have the same effects
+/// (incidents, rollbacks) and the same configuration keys (`--rollback-on`,
+/// `[automation] alerts`).
+pub const ALERTS: [&str; 5] = [
+    MEMORY_LEAK,
+    MEMORY_HIGH,
+    LATENCY_HIGH,
+    ERROR_RATIO_HIGH,
+    TARGET_DOWN,
+];
+
 /// Every rule, as read from the `[alerts]` table of the config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -525,7 +547,7 @@ impl Engine {
 
         if rules.target_down.enabled {
             checks.push(Check {
-                alert: "TargetDown",
+                alert: TARGET_DOWN,
                 severity: "critical",
                 for_: rules.target_down.for_,
                 holds: Some(!scrape.up),
@@ -575,7 +597,7 @@ impl Engine {
             if let (Some(rss), Some(limit)) = (scrape.memory.rss, limit) {
                 let share = rss / limit;
                 checks.push(Check {
-                    alert: "MemoryHigh",
+                    alert: MEMORY_HIGH,
                     severity: "warning",
                     for_: rule.for_,
                     holds: hysteresis(share, rule),
@@ -601,7 +623,7 @@ impl Engine {
                     _ => Some(false),
                 };
                 checks.push(Check {
-                    alert: "LatencyHigh",
+                    alert: LATENCY_HIGH,
                     severity: "warning",
                     for_: rule.for_,
                     holds,
@@ -623,7 +645,7 @@ impl Engine {
                     Some(false)
                 };
                 checks.push(Check {
-                    alert: "ErrorRatioHigh",
+                    alert: ERROR_RATIO_HIGH,
                     severity: "critical",
                     for_: rule.for_,
                     holds,
@@ -763,7 +785,7 @@ fn leak_check(
         _ => "",
     };
     Check {
-        alert: "MemoryLeak",
+        alert: MEMORY_LEAK,
         severity: "critical",
         for_,
         holds: Some(heap.leaking || rss.leaking),

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use warden_monitor::rules;
 use warden_store::kinds::ROLLED_BACK;
 use warden_store::{Event, EventFilter, Store};
 
@@ -38,7 +39,11 @@ pub struct AutomationConfig {
     pub enabled: bool,
     /// The title of an incident it opens; `{components}` as in the templates.
     pub incident_name: String,
-    /// The alerts that open an incident, with the state they put the components in.
+    /// The alerts that open an incident, with the state they put the components in
+    /// [default: every alert of Warden's rules, which Prometheus' rules in
+    /// `ops/prometheus` fire by the same names]. A firing alert not named here
+    /// opens no incident; one from Alertmanager is then recorded as
+    /// [`ALERT_IGNORED`] and the receiver's answer says why.
     pub alerts: BTreeMap<String, ComponentStatus>,
     /// The ids of the components an alert affects [default: every component].
     pub components: Vec<String>,
@@ -59,10 +64,11 @@ impl Default for AutomationConfig {
             enabled: true,
             incident_name: "Errors and slow responses on {components}".into(),
             alerts: [
-                ("MemoryLeak", ComponentStatus::DegradedPerformance),
-                ("LatencyHigh", ComponentStatus::DegradedPerformance),
-                ("ErrorRatioHigh", ComponentStatus::PartialOutage),
-                ("TargetDown", ComponentStatus::PartialOutage),
+                (rules::MEMORY_LEAK, ComponentStatus::DegradedPerformance),
+                (rules::MEMORY_HIGH, ComponentStatus::DegradedPerformance),
+                (rules::LATENCY_HIGH, ComponentStatus::DegradedPerformance),
+                (rules::ERROR_RATIO_HIGH, ComponentStatus::PartialOutage),
+                (rules::TARGET_DOWN, ComponentStatus::PartialOutage),
             ]
             .into_iter()
             .map(|(a, s)| (a.to_owned(), s))
@@ -71,6 +77,38 @@ impl Default for AutomationConfig {
             resolve_after: Duration::from_secs(600),
             remind_after: Duration::from_secs(30 * 60),
         }
+    }
+}
+
+/// The event recorded when a firing alert from Alertmanager opens no incident:
+/// its name is not in `[automation] alerts`, or the automation is off.
+pub const ALERT_IGNORED: &str = "automation.alert_ignored";
+
+impl AutomationConfig {
+    /// The state a firing alert named `alert` puts the components in when it opens
+    /// an incident (or joins the one open); otherwise why it opens none.
+    ///
+    /// # Errors
+    /// Why the alert opens no incident, in a sentence that says what to change.
+    pub fn incident_state(&self, alert: &str) -> std::result::Result<ComponentStatus, String> {
+        if !self.enabled {
+            return Err(format!(
+                "alert {alert:?} opens no incident: status automation is off ([automation] \
+                 enabled = false in the status config)"
+            ));
+        }
+        self.alerts.get(alert).copied().ok_or_else(|| {
+            format!(
+                "alert {alert:?} opens no incident: the status config's [automation.alerts] \
+                 names only {}; add `{alert} = \"partial_outage\"` (or another component \
+                 state) there, or give the alert one of those names",
+                self.alerts
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
     }
 }
 
@@ -118,12 +156,7 @@ impl Automation {
             self.last_ms = event.at_ms;
         }
         if let Some(id) = self.incident.clone() {
-            let still_open = store.status_incident(&id)?.is_some_and(|i| {
-                !i.status
-                    .parse::<IncidentStatus>()
-                    .is_ok_and(IncidentStatus::is_closed)
-            });
-            if !still_open {
+            if !is_open(store, &id)? {
                 // Resolved by a person: theirs now.
                 self.incident = None;
             } else if self.firing.is_empty()
@@ -143,11 +176,21 @@ impl Automation {
         let text = |key: &str| event.payload[key].as_str().unwrap_or_default().to_owned();
         match event.kind.as_str() {
             "alert.firing" => {
-                let Some(state) = self.config.automation.alerts.get(&text("alert")).copied() else {
-                    return Ok(());
+                let state = match self.config.automation.incident_state(&text("alert")) {
+                    Ok(state) => state,
+                    Err(why) => {
+                        tracing::info!("status automation: {why}");
+                        return Ok(());
+                    }
                 };
                 self.firing.insert(text("fingerprint"), text("release"));
                 self.clear_since = None;
+                if let Some(id) = &self.incident
+                    && !is_open(store, id)?
+                {
+                    // Resolved by a person since: this alert is news again.
+                    self.incident = None;
+                }
                 if self.incident.is_none() {
                     let components: BTreeMap<String, ComponentStatus> =
                         self.affected().into_iter().map(|c| (c, state)).collect();
@@ -240,20 +283,23 @@ impl Automation {
         }
     }
 
-    fn names(&self, components: &BTreeMap<String, ComponentStatus>) -> String {
-        let names: Vec<String> = self
-            .config
+    fn names(&self, components: &BTreeMap<String, ComponentStatus>) -> Vec<String> {
+        self.config
             .components
             .iter()
             .filter(|c| components.contains_key(&c.id()))
             .map(|c| c.name.clone())
-            .collect();
-        match names.as_slice() {
-            [] => "our services".to_owned(),
-            [one] => one.clone(),
-            [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
-        }
+            .collect()
     }
+}
+
+/// Whether incident `id` is still open (not resolved, by anyone).
+fn is_open(store: &Store, id: &str) -> Result<bool> {
+    Ok(store.status_incident(id)?.is_some_and(|i| {
+        !i.status
+            .parse::<IncidentStatus>()
+            .is_ok_and(IncidentStatus::is_closed)
+    }))
 }
 
 /// Runs the automation until the task is dropped, one step a second.
@@ -400,13 +446,60 @@ mod tests {
         assert!(automation.incident.is_none());
     }
 
+    /// The `alert:` names of a Prometheus rules file.
+    fn prometheus_alerts(rules: &str) -> std::collections::BTreeSet<String> {
+        rules
+            .lines()
+            .filter_map(|line| line.trim_start().strip_prefix("- alert:"))
+            .map(|name| name.trim().trim_matches(['"', '\'']).to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn every_alert_of_the_shipped_prometheus_rules_opens_an_incident_by_default() {
+        let rules = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../ops/prometheus/warden-rules.yml"
+        ))
+        .unwrap();
+        let alerts = prometheus_alerts(&rules);
+        let config = AutomationConfig::default();
+        assert!(!alerts.is_empty());
+        for alert in &alerts {
+            assert!(
+                rules::ALERTS.contains(&alert.as_str()),
+                "{alert} is not the name of one of Warden's own alert rules {:?}",
+                rules::ALERTS
+            );
+            assert!(config.incident_state(alert).is_ok(), "{alert}");
+        }
+        // And every one of Warden's own alerts has its Prometheus twin.
+        for alert in rules::ALERTS {
+            assert!(alerts.contains(alert), "{alert} is missing from the rules");
+            assert!(config.incident_state(alert).is_ok(), "{alert}");
+        }
+    }
+
+    #[test]
+    fn an_alert_outside_the_policy_says_why_it_opens_no_incident() {
+        let mut config = AutomationConfig::default();
+        let why = config.incident_state("WardenErrorRateHigh").unwrap_err();
+        assert!(
+            why.contains("WardenErrorRateHigh") && why.contains("ErrorRatioHigh"),
+            "{why}"
+        );
+        config.enabled = false;
+        let why = config.incident_state("ErrorRatioHigh").unwrap_err();
+        assert!(why.contains("enabled = false"), "{why}");
+    }
+
     #[test]
     fn alerts_outside_the_policy_and_incidents_people_resolved_are_left_alone() {
         let store = Store::in_memory().unwrap();
         let config = Arc::new(StatusConfig::default());
         crate::components::sync(&store, &config, 0).unwrap();
         let mut automation = Automation::new(config.clone(), 0, 0);
-        alert(&store, 1_000, "firing", "MemoryHigh", "v1");
+        alert(&store, 1_000, "firing", "DiskFull", "v1");
         assert!(automation.step(&store, 1_000).unwrap().is_empty());
         alert(&store, 2_000, "firing", "ErrorRatioHigh", "v1");
         automation.step(&store, 2_000).unwrap();
@@ -417,6 +510,15 @@ mod tests {
         // Still firing, but the person decided; a new alert opens a new incident.
         alert(&store, 4_000, "firing", "LatencyHigh", "v1");
         automation.step(&store, 4_000).unwrap();
-        assert_ne!(automation.incident.as_deref(), Some(id.as_str()));
+        let second = automation.incident.clone().unwrap();
+        assert_ne!(second, id);
+        // Resolved by hand and an alert in the same step: a new incident too, not
+        // one joined to the resolved incident.
+        incidents::resolve(&store, &config, &second, &UpdateIncident::default(), 5_000).unwrap();
+        alert(&store, 5_500, "firing", "TargetDown", "v1");
+        let done = automation.step(&store, 5_500).unwrap();
+        assert_eq!(done.len(), 1, "{done:?}");
+        let third = automation.incident.clone().unwrap();
+        assert!(third != id && third != second);
     }
 }

@@ -235,8 +235,14 @@ pub async fn run_status_bench(args: BenchStatusArgs) -> anyhow::Result<bool> {
         safe_in_config(&root),
         "the temporary directory {root} has characters nginx's config cannot hold"
     );
-    crate::export::export(&store, &config, export_dir.path(), warden_store::now_ms())
-        .context("cannot export the page")?;
+    crate::export::export(
+        &store,
+        &config,
+        export_dir.path(),
+        warden_store::now_ms(),
+        None,
+    )
+    .context("cannot export the page")?;
 
     let warden = InProcessConsole::start(store, config, workers)?;
     eprintln!(

@@ -202,23 +202,17 @@ pub(crate) fn find<'a>(components: &'a [StatusComponent], id: &str) -> Result<&'
     }
 }
 
-/// The names of `ids` for a template's `{components}`: "API, Authentication and
-/// Data retrieval", or "our services" when there are none.
-pub(crate) fn names(components: &[StatusComponent], ids: &[String]) -> String {
-    let names: Vec<&str> = ids
-        .iter()
+/// The names of `ids`, for a template's `{components}` and `{are}` (see
+/// [`crate::config::fill`]).
+pub(crate) fn names(components: &[StatusComponent], ids: &[String]) -> Vec<String> {
+    ids.iter()
         .map(|id| {
             components
                 .iter()
                 .find(|c| &c.id == id)
-                .map_or(id.as_str(), |c| c.name.as_str())
+                .map_or_else(|| id.clone(), |c| c.name.clone())
         })
-        .collect();
-    match names.as_slice() {
-        [] => "our services".to_owned(),
-        [one] => (*one).to_owned(),
-        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
-    }
+        .collect()
 }
 
 #[cfg(test)]
@@ -314,11 +308,20 @@ mod tests {
         sync(&store, &StatusConfig::default(), 1_000).unwrap();
         let all = store.status_components().unwrap();
         let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        assert_eq!(names(&all, &[]), "our services");
-        assert_eq!(names(&all, &ids(&["api"])), "API");
+        let read = |v: &[&str]| {
+            crate::config::fill(
+                "{components} {are} fine",
+                &crate::config::TemplateValues {
+                    components: names(&all, &ids(v)),
+                    ..Default::default()
+                },
+            )
+        };
+        assert_eq!(read(&[]), "our services are fine");
+        assert_eq!(read(&["api"]), "API is fine");
         assert_eq!(
-            names(&all, &ids(&["api", "authentication", "data-retrieval"])),
-            "API, Authentication and Data retrieval"
+            read(&["api", "authentication", "data-retrieval"]),
+            "API, Authentication and Data retrieval are fine"
         );
     }
 }

@@ -122,8 +122,9 @@ impl Default for MaintenanceConfig {
 
 /// `[templates]`: the text an update gets when none is written. Placeholders:
 /// `{name}` (the incident's or maintenance's title), `{components}` (the names of
-/// the components it concerns, or "our services"), `{start}` and `{end}` (a
-/// maintenance's window, UTC); `{{` and `}}` are literal braces.
+/// the components it concerns, or "our services"), `{are}` ("is" after one
+/// component, "are" after several: "{components} {are} recovering"), `{start}` and
+/// `{end}` (a maintenance's window, UTC); `{{` and `}}` are literal braces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Templates {
@@ -156,10 +157,10 @@ impl Default for Templates {
             identified: "We have found the cause of the problem affecting {components} and \
                 are working on a fix. Next update within 30 minutes."
                 .into(),
-            monitoring: "A fix is in place and {components} are recovering; we are \
+            monitoring: "A fix is in place and {components} {are} recovering; we are \
                 watching that it holds. Next update within 30 minutes, or when this is resolved."
                 .into(),
-            resolved: "This incident is resolved: {components} are working normally again. \
+            resolved: "This incident is resolved: {components} {are} working normally again. \
                 We will publish a review of what happened and what we are changing."
                 .into(),
             postmortem: "We have published our review of this incident: what happened, \
@@ -185,15 +186,17 @@ impl Default for Templates {
 pub struct TemplateValues {
     /// `{name}`.
     pub name: String,
-    /// `{components}`.
-    pub components: String,
+    /// The names of the components, in page order: `{components}` lists them
+    /// ("API, Authentication and Data retrieval", "our services" when there are
+    /// none) and `{are}` agrees with them.
+    pub components: Vec<String>,
     /// `{start}`.
     pub start: String,
     /// `{end}`.
     pub end: String,
 }
 
-const PLACEHOLDERS: [&str; 4] = ["name", "components", "start", "end"];
+const PLACEHOLDERS: [&str; 5] = ["name", "components", "are", "start", "end"];
 
 impl Templates {
     /// The template for an incident's status.
@@ -237,12 +240,23 @@ impl Templates {
 /// Replaces the placeholders of `template` (checked by [`StatusConfig::validate`]).
 #[must_use]
 pub fn fill(template: &str, values: &TemplateValues) -> String {
+    let components = match values.components.as_slice() {
+        [] => "our services".to_owned(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    };
+    let are = if values.components.len() == 1 {
+        "is"
+    } else {
+        "are"
+    };
     let mut out = String::with_capacity(template.len() + 64);
     let _ = scan(template, |piece| match piece {
         Piece::Text(text) => out.push_str(text),
         Piece::Placeholder(name) => out.push_str(match name {
             "name" => &values.name,
-            "components" => &values.components,
+            "components" => &components,
+            "are" => are,
             "start" => &values.start,
             "end" => &values.end,
             _ => "",
@@ -438,13 +452,46 @@ mod tests {
     fn templates_fill_placeholders_and_keep_escaped_braces() {
         let values = TemplateValues {
             name: "Slow API".into(),
-            components: "API and Authentication".into(),
+            components: vec!["API".into(), "Authentication".into()],
             start: "13:00".into(),
             end: "14:00".into(),
         };
         assert_eq!(
             fill("{name}: {components} {{x}} from {start} to {end}", &values),
             "Slow API: API and Authentication {x} from 13:00 to 14:00"
+        );
+    }
+
+    #[test]
+    fn the_default_templates_agree_with_one_component_or_several() {
+        let templates = Templates::default();
+        let named = |names: &[&str]| TemplateValues {
+            components: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..TemplateValues::default()
+        };
+        let one = named(&["Authentication"]);
+        let two = named(&["Authentication", "Data retrieval"]);
+        for status in [IncidentStatus::Monitoring, IncidentStatus::Resolved] {
+            let template = templates.for_incident(status);
+            let single = fill(template, &one);
+            assert!(
+                !single.contains("Authentication are") && single.contains("Authentication is"),
+                "{single}"
+            );
+            let plural = fill(template, &two);
+            assert!(
+                plural.contains("Authentication and Data retrieval are"),
+                "{plural}"
+            );
+            let none = fill(template, &named(&[]));
+            assert!(none.contains("our services are"), "{none}");
+        }
+        assert_eq!(
+            fill(
+                "{components} {are} back",
+                &named(&["API", "Authentication", "Data retrieval"])
+            ),
+            "API, Authentication and Data retrieval are back"
         );
     }
 

@@ -11,8 +11,15 @@
 //!    deliveries and the cursor's new position are written in one transaction, and a
 //!    (subscriber, event) pair can be queued only once, so a restart neither repeats
 //!    nor skips an event.
+//!    A delivery tells of the update its event announces *as it was then*: the
+//!    event carries the update's id and a snapshot of the incident, its components
+//!    and the page's state, taken in the transaction that posted the update
+//!    ([`as_of`]), so a delivery sent late or resent names the same update and
+//!    shows the same incident as when it was due.
 //! 2. **Send.** Due deliveries go out, each subscriber's strictly in order (the
-//!    oldest unfinished one first), different subscribers side by side. A delivery
+//!    oldest unfinished one first, the next one as soon as it is delivered, so a
+//!    burst of updates reaches a subscriber in one round), different subscribers
+//!    side by side ([`CONCURRENCY`] at a time). A delivery
 //!    is marked `sending` before the attempt and `delivered` after it. If the
 //!    process dies in between, the delivery is sent again at the next start with
 //!    the same id (`X-Warden-Delivery` for webhooks, the `Message-ID` of an email),
@@ -30,6 +37,7 @@
 //! `subscriber.quarantined`), naming the subscriber by id only: the postmortem's
 //! timeline shows when users were told.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,10 +46,11 @@ use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use warden_monitor::notify::{SIGNATURE_HEADER, signature_header, smtp_transport};
 use warden_store::{
-    Event, KIND_MAINTENANCE, NewEvent, StatusIncident, Store, Subscriber, SubscriberDelivery,
+    Event, IncidentQuery, KIND_INCIDENT, KIND_MAINTENANCE, NewEvent, StatusIncident, Store,
+    Subscriber, SubscriberDelivery,
 };
 
-use crate::model::{IncidentStatus, MaintenanceStatus};
+use crate::model::{IncidentStatus, Indicator, MaintenanceStatus};
 use crate::statuspage::{Documents, Links, Snapshot};
 use crate::subscribers::{EMAIL, WEBHOOK};
 use crate::{StatusConfig, human_time};
@@ -50,12 +59,16 @@ use crate::{StatusConfig, human_time};
 pub const CURSOR: &str = "subscribers";
 /// The header that carries a webhook delivery's id.
 pub const DELIVERY_HEADER: &str = "x-warden-delivery";
+/// The header that carries the id of the update a webhook delivery announces.
+pub const UPDATE_HEADER: &str = "x-warden-update";
 /// Bound on one attempt: one HTTP request, or one SMTP session.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events read per step.
 const BATCH: u32 = 500;
-/// Deliveries attempted per step.
+/// Subscribers served per step, and deliveries sent to one subscriber per step.
 const SEND_BATCH: u32 = 64;
+/// Subscribers sent to at the same time.
+pub const CONCURRENCY: usize = 16;
 
 /// The event kinds subscribers are told of.
 pub const NOTIFIED_KINDS: [&str; 7] = [
@@ -67,6 +80,81 @@ pub const NOTIFIED_KINDS: [&str; 7] = [
     "maintenance.started",
     "maintenance.completed",
 ];
+
+/// What an update's event records for its deliveries (under `as_of`): the incident (or
+/// maintenance) as the update left it, without its timeline (the updates are
+/// never changed, so the timeline up to the update is read back when sending),
+/// the state of every component, and the page's indicator. Called in the
+/// transaction that posts the update.
+///
+/// # Errors
+/// The store failed.
+pub(crate) fn as_of(
+    tx: &warden_store::StatusTx<'_>,
+    incident: &StatusIncident,
+    now_ms: i64,
+) -> warden_store::Result<serde_json::Value> {
+    let components: Vec<warden_store::StatusComponent> = tx
+        .components()?
+        .into_iter()
+        .filter(|c| !c.archived)
+        .collect();
+    let open = |kind: &str, closed: &[&str]| {
+        tx.incidents(&IncidentQuery {
+            kind: Some(kind.into()),
+            exclude_statuses: closed.iter().map(|s| (*s).to_owned()).collect(),
+            ..IncidentQuery::default()
+        })
+    };
+    let page = Snapshot {
+        now_ms,
+        components,
+        changes: Vec::new(),
+        incidents: open(KIND_INCIDENT, &["resolved", "postmortem"])?,
+        maintenances: open(KIND_MAINTENANCE, &["completed"])?,
+        postmortems: Vec::new(),
+    };
+    let header = StatusIncident {
+        updates: Vec::new(),
+        ..incident.clone()
+    };
+    Ok(serde_json::json!({
+        "incident": header,
+        "components": page
+            .components
+            .iter()
+            .map(|c| (c.id.clone(), c.status.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        "indicator": page.indicator(),
+    }))
+}
+
+/// The incident as the update of `event` left it, with its timeline up to that
+/// update, and the component states and page indicator of then; from the event's
+/// snapshot ([`as_of`]), or, for an event recorded before snapshots were, from
+/// `current` cut at the update.
+fn as_announced(
+    event: &Event,
+    current: StatusIncident,
+) -> (StatusIncident, BTreeMap<String, String>, Option<Indicator>) {
+    let update_id = event.payload["update_id"].as_str();
+    let position = current
+        .updates
+        .iter()
+        .position(|u| Some(u.id.as_str()) == update_id);
+    let mut updates = current.updates.clone();
+    match position {
+        Some(at) => updates.truncate(at + 1),
+        None => updates.retain(|u| u.created_ms <= event.at_ms),
+    }
+    let snapshot = &event.payload["as_of"];
+    let header = serde_json::from_value::<StatusIncident>(snapshot["incident"].clone()).ok();
+    let states = serde_json::from_value(snapshot["components"].clone()).unwrap_or_default();
+    let indicator = serde_json::from_value(snapshot["indicator"].clone()).ok();
+    let mut incident = header.unwrap_or(current);
+    incident.updates = updates;
+    (incident, states, indicator)
+}
 
 /// Whom an event is owed to.
 fn recipients(tx: &warden_store::StatusTx<'_>, event: &Event) -> warden_store::Result<Vec<String>> {
@@ -225,18 +313,21 @@ impl Sender {
                         Some(id) => s.status_incident(&id)?,
                         None => None,
                     };
-                    // Only a webhook's payload shows the page's state.
-                    let snapshot = match &subscriber {
-                        Some(x) if x.kind == WEBHOOK => {
-                            Some(Snapshot::read(s, warden_store::now_ms())?)
+                    // Only a webhook's payload shows the page: its components, and
+                    // a postmortem published by the time of the update.
+                    let page = match (&subscriber, &event) {
+                        (Some(x), Some(event)) if x.kind == WEBHOOK => {
+                            let mut page = Snapshot::read(s, warden_store::now_ms())?;
+                            page.postmortems.retain(|p| p.published_ms <= event.at_ms);
+                            Some(page)
                         }
                         _ => None,
                     };
-                    Ok((subscriber, event, incident, snapshot))
+                    Ok((subscriber, event, incident, page))
                 }
             })
             .await;
-        let (subscriber, event, incident, snapshot) = match loaded {
+        let (subscriber, event, incident, page) = match loaded {
             Ok(loaded) => loaded,
             Err(error) => return Attempt::retry(format!("store: {error}")),
         };
@@ -246,16 +337,19 @@ impl Sender {
         let content = if event.kind == "subscriber.pending" {
             Content::Confirmation
         } else if let Some(incident) = incident {
-            Content::Update {
-                incident: Box::new(incident),
+            let (incident, states, indicator) = as_announced(&event, incident);
+            Content::Update(Box::new(Announced {
                 update_id: event.payload["update_id"].as_str().map(str::to_owned),
-            }
+                incident,
+                states,
+                indicator,
+            }))
         } else {
             return Attempt::fatal("the incident of this event is gone");
         };
-        match (subscriber.kind.as_str(), snapshot) {
-            (WEBHOOK, Some(snapshot)) => {
-                self.webhook(&subscriber, delivery, &event, &content, &snapshot)
+        match (subscriber.kind.as_str(), page) {
+            (WEBHOOK, Some(page)) => {
+                self.webhook(&subscriber, delivery, &event, &content, page)
                     .await
             }
             (EMAIL, _) => self.email(&subscriber, delivery, &content).await,
@@ -269,13 +363,22 @@ impl Sender {
         delivery: &SubscriberDelivery,
         event: &Event,
         content: &Content,
-        snapshot: &Snapshot,
+        mut page: Snapshot,
     ) -> Attempt {
-        let Content::Update { incident, .. } = content else {
+        let Content::Update(announced) = content else {
             return Attempt::fatal("webhooks are not sent confirmations");
         };
-        let docs = Documents::new(snapshot, &self.config, &self.links);
-        let status = docs.status();
+        // The components as the update left them.
+        for component in &mut page.components {
+            if let Some(status) = announced.states.get(&component.id) {
+                component.status.clone_from(status);
+            }
+        }
+        let indicator = announced.indicator.unwrap_or_else(|| page.indicator());
+        let docs = Documents::new(&page, &self.config, &self.links);
+        let incident = docs.incident(&announced.incident);
+        // Statuspage lists updates newest first: the announced one is the first.
+        let update = incident.incident_updates.first().cloned();
         let body = serde_json::json!({
             "meta": {
                 "unsubscribe": self.unsubscribe_link(subscriber),
@@ -283,13 +386,16 @@ impl Sender {
                 "generated_at": crate::json_time(warden_store::now_ms()),
                 "delivery_id": delivery.id,
                 "event": event.kind,
+                "event_at": crate::json_time(event.at_ms),
+                "update_id": announced.update_id,
             },
             "page": {
                 "id": self.config.page.id,
-                "status_indicator": status.indicator,
-                "status_description": status.description,
+                "status_indicator": indicator,
+                "status_description": indicator.description(),
             },
-            "incident": docs.incident(incident),
+            "update": update,
+            "incident": incident,
         });
         let body = match serde_json::to_vec(&body) {
             Ok(body) => body,
@@ -300,6 +406,9 @@ impl Sender {
             .post(&subscriber.address)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(DELIVERY_HEADER, delivery.id.to_string());
+        if let Some(update_id) = &announced.update_id {
+            request = request.header(UPDATE_HEADER, update_id);
+        }
         if let Some(secret) = &subscriber.secret {
             request = request.header(
                 SIGNATURE_HEADER,
@@ -360,13 +469,19 @@ impl Sender {
                     humantime::format_duration(self.config.subscribers.confirm_within)
                 ),
             ),
-            Content::Update {
-                incident,
-                update_id,
-            } => self.update_text(incident, update_id.as_deref(), subscriber),
+            Content::Update(announced) => self.update_text(announced, subscriber),
         };
         let unsubscribe = self.unsubscribe_link(subscriber);
-        let message = Message::builder()
+        let mut message = Message::builder();
+        if let Content::Update(announced) = content
+            && let Some(update_id) = &announced.update_id
+        {
+            message = message.raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("X-Warden-Update"),
+                update_id.clone(),
+            ));
+        }
+        let message = message
             .from(from.clone())
             .to(to)
             .subject(subject)
@@ -399,18 +514,11 @@ impl Sender {
     }
 
     /// Subject and plain text of an incident or maintenance update.
-    fn update_text(
-        &self,
-        incident: &StatusIncident,
-        update_id: Option<&str>,
-        subscriber: &Subscriber,
-    ) -> (String, String) {
+    fn update_text(&self, announced: &Announced, subscriber: &Subscriber) -> (String, String) {
         let page = &self.config.page.name;
-        let update = incident
-            .updates
-            .iter()
-            .find(|u| Some(u.id.as_str()) == update_id)
-            .or_else(|| incident.updates.iter().max_by_key(|u| u.created_ms));
+        let incident = &announced.incident;
+        // The timeline ends with the announced update.
+        let update = incident.updates.last();
         let maintenance = incident.kind == KIND_MAINTENANCE;
         let label = |status: &str| {
             if maintenance {
@@ -429,7 +537,11 @@ impl Sender {
         let mut text = format!("{}\n\n", label(status));
         if let Some(update) = update {
             text.push_str(&update.body);
-            text.push_str(&format!("\n\nPosted {}.", human_time(update.display_ms)));
+            text.push_str(&format!(
+                "\n\nPosted {}. Update ID: {}.",
+                human_time(update.display_ms),
+                update.id
+            ));
         }
         if let (Some(from), Some(until)) = (incident.scheduled_for_ms, incident.scheduled_until_ms)
         {
@@ -451,10 +563,19 @@ impl Sender {
 
 enum Content {
     Confirmation,
-    Update {
-        incident: Box<StatusIncident>,
-        update_id: Option<String>,
-    },
+    Update(Box<Announced>),
+}
+
+/// An update as it was announced.
+struct Announced {
+    /// The update's id, from the event.
+    update_id: Option<String>,
+    /// The incident as of the update, its timeline ending with it.
+    incident: StatusIncident,
+    /// Every component's state as of the update (empty for old events).
+    states: BTreeMap<String, String>,
+    /// The page's indicator as of the update (none for old events).
+    indicator: Option<Indicator>,
 }
 
 fn incident_id(event: &Event) -> Option<String> {
@@ -569,6 +690,11 @@ fn backoff_ms(policy: &crate::subscribers::SubscribersConfig, attempts: i64) -> 
 /// One round: queue what the log owes, then send what is due. Returns the number of
 /// attempts made.
 ///
+/// Each subscriber with something due gets one task that sends its deliveries one
+/// after the other, oldest first, until none is due, one fails (it waits for its
+/// retry, and so does everything queued after it) or [`SEND_BATCH`] went out;
+/// [`CONCURRENCY`] such tasks run at a time.
+///
 /// # Errors
 /// The store failed; the round is tried again later from the same place.
 pub async fn step(store: &Store, sender: &Sender) -> warden_store::Result<usize> {
@@ -580,36 +706,64 @@ pub async fn step(store: &Store, sender: &Sender) -> warden_store::Result<usize>
     let due = store
         .blocking(|s| s.due_deliveries(warden_store::now_ms(), SEND_BATCH))
         .await?;
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
-    for delivery in due {
-        let Some(delivery) = store.blocking(move |s| claim(s, delivery.id)).await? else {
-            continue;
-        };
-        let (store, sender) = (store.clone(), sender.clone());
+    for first in due {
+        let (store, sender, permits) = (store.clone(), sender.clone(), permits.clone());
         tasks.spawn(async move {
-            let attempt = sender.send(&store, &delivery).await;
-            if let Attempt::Failed { error, .. } = &attempt {
-                tracing::warn!(
-                    delivery = delivery.id,
-                    subscriber = %delivery.subscriber_id,
-                    attempt = delivery.attempts,
-                    %error,
-                    "status: a subscriber notification failed"
-                );
-            }
-            let config = sender.config.clone();
-            store
-                .blocking(move |s| settle(s, &config, delivery, &attempt, warden_store::now_ms()))
-                .await
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return Ok(0);
+            };
+            drain(&store, &sender, first).await
         });
     }
     let mut attempts = 0;
     while let Some(done) = tasks.join_next().await {
-        attempts += 1;
         match done {
-            Ok(result) => result?,
+            Ok(result) => attempts += result?,
             Err(error) => tracing::error!(%error, "status: a delivery task failed"),
         }
+    }
+    Ok(attempts)
+}
+
+/// Sends `first`, then the same subscriber's next due deliveries in order, until
+/// none is due, one fails, or [`SEND_BATCH`] were attempted; returns the attempts.
+async fn drain(
+    store: &Store,
+    sender: &Sender,
+    first: SubscriberDelivery,
+) -> warden_store::Result<usize> {
+    let subscriber = first.subscriber_id.clone();
+    let mut next = Some(first);
+    let mut attempts = 0;
+    while let Some(due) = next.take() {
+        let Some(delivery) = store.blocking(move |s| claim(s, due.id)).await? else {
+            break;
+        };
+        let attempt = sender.send(store, &delivery).await;
+        attempts += 1;
+        let failed = matches!(attempt, Attempt::Failed { .. });
+        if let Attempt::Failed { error, .. } = &attempt {
+            tracing::warn!(
+                delivery = delivery.id,
+                subscriber = %delivery.subscriber_id,
+                attempt = delivery.attempts,
+                %error,
+                "status: a subscriber notification failed"
+            );
+        }
+        let config = sender.config.clone();
+        store
+            .blocking(move |s| settle(s, &config, delivery, &attempt, warden_store::now_ms()))
+            .await?;
+        if failed || attempts >= SEND_BATCH as usize {
+            break;
+        }
+        let subscriber = subscriber.clone();
+        next = store
+            .blocking(move |s| s.next_due_delivery(&subscriber, warden_store::now_ms()))
+            .await?;
     }
     Ok(attempts)
 }
@@ -657,6 +811,172 @@ mod tests {
         }))
         .unwrap();
         incidents::open(store, config, &request, at).unwrap().id
+    }
+
+    /// What a webhook receiver on loopback got: (headers, payload), in order.
+    type Received = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, serde_json::Value)>>>;
+
+    /// A webhook receiver on loopback. It answers 500 to the first request that
+    /// announces the `fail_once`-th update it hears of (0 for the first), 200 to
+    /// everything else.
+    async fn receiver(fail_once: Option<usize>) -> (String, Received) {
+        let received: Received = Arc::default();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post({
+                let received = received.clone();
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                    let payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let mut seen = received.lock().unwrap();
+                    let update = payload["meta"]["update_id"].clone();
+                    let mut heard: Vec<&serde_json::Value> = Vec::new();
+                    for (_, earlier) in seen.iter() {
+                        if !heard.contains(&&earlier["meta"]["update_id"]) {
+                            heard.push(&earlier["meta"]["update_id"]);
+                        }
+                    }
+                    let position = heard
+                        .iter()
+                        .position(|u| **u == update)
+                        .unwrap_or(heard.len());
+                    seen.push((headers, payload));
+                    if Some(position) == fail_once
+                        && !failed.swap(true, std::sync::atomic::Ordering::SeqCst)
+                    {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, received)
+    }
+
+    /// A store with a webhook subscriber at `url`, and a sender.
+    fn subscribed(url: &str) -> (Store, Arc<StatusConfig>, Sender) {
+        let store = Store::in_memory().unwrap();
+        let mut config = StatusConfig::default();
+        config.subscribers.initial_backoff = Duration::from_millis(100);
+        crate::components::sync(&store, &config, 0).unwrap();
+        let request = AddWebhook {
+            url: url.into(),
+            ..AddWebhook::default()
+        };
+        subscribers::add_webhook(&store, &config, &request, warden_store::now_ms()).unwrap();
+        let config = Arc::new(config);
+        let sender = Sender::new(config.clone(), "http://status.invalid").unwrap();
+        (store, config, sender)
+    }
+
+    /// Opens an incident on the API and posts `more` updates to it at once, each
+    /// with its own text and, in turn, identified, monitoring and investigating;
+    /// returns the incident and its updates' (id, status, body), oldest first.
+    fn burst(
+        store: &Store,
+        config: &StatusConfig,
+        more: usize,
+    ) -> (String, Vec<(String, String, String)>) {
+        let id = open(store, config, &["api"], warden_store::now_ms());
+        let statuses = [
+            IncidentStatus::Identified,
+            IncidentStatus::Monitoring,
+            IncidentStatus::Investigating,
+        ];
+        for n in 0..more {
+            let update = UpdateIncident {
+                status: Some(statuses[n % 3]),
+                body: Some(format!("Update number {}.", n + 1)),
+                ..UpdateIncident::default()
+            };
+            incidents::update(store, config, &id, &update, warden_store::now_ms()).unwrap();
+        }
+        let incident = store.status_incident(&id).unwrap().unwrap();
+        let updates = incident
+            .updates
+            .iter()
+            .map(|u| (u.id.clone(), u.status.clone(), u.body.clone()))
+            .collect();
+        (id, updates)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_updates_reaches_a_webhook_in_one_round_in_order_each_naming_its_update() {
+        let (url, received) = receiver(None).await;
+        let (store, config, sender) = subscribed(&url);
+        let (_, updates) = burst(&store, &config, 9);
+        assert_eq!(updates.len(), 10);
+
+        // One round sends them all, one after the other (not one a round).
+        assert_eq!(step(&store, &sender).await.unwrap(), 10);
+        let got = received.lock().unwrap().clone();
+        assert_eq!(got.len(), 10);
+        for (n, ((headers, payload), (id, status, body))) in got.iter().zip(&updates).enumerate() {
+            assert_eq!(payload["meta"]["update_id"], id.as_str(), "delivery {n}");
+            assert_eq!(headers[UPDATE_HEADER], id.as_str());
+            assert_eq!(payload["update"]["id"], id.as_str());
+            assert_eq!(payload["update"]["body"], body.as_str());
+            // The incident as that update left it: its status, its timeline up to
+            // that update, newest first.
+            let incident = &payload["incident"];
+            assert_eq!(incident["status"], status.as_str(), "delivery {n}");
+            let timeline = incident["incident_updates"].as_array().unwrap();
+            assert_eq!(timeline.len(), n + 1, "delivery {n}");
+            assert_eq!(timeline[0]["id"], id.as_str());
+        }
+        assert_eq!(step(&store, &sender).await.unwrap(), 0, "nothing repeated");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_delivery_still_names_its_update_and_later_ones_wait_behind_it() {
+        // The second update's first delivery fails.
+        let (url, received) = receiver(Some(1)).await;
+        let (store, config, sender) = subscribed(&url);
+        let (id, updates) = burst(&store, &config, 2);
+
+        // The first update goes out; the second fails and waits for its retry, and
+        // the third waits behind it: a subscriber hears of updates in order.
+        assert_eq!(step(&store, &sender).await.unwrap(), 2);
+        assert_eq!(received.lock().unwrap().len(), 2);
+
+        // Meanwhile the incident moves on: resolved, the API operational again.
+        incidents::resolve(
+            &store,
+            &config,
+            &id,
+            &UpdateIncident::default(),
+            warden_store::now_ms(),
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(step(&store, &sender).await.unwrap(), 3);
+        let got = received.lock().unwrap().clone();
+        let named: Vec<&str> = got
+            .iter()
+            .map(|(_, p)| p["meta"]["update_id"].as_str().unwrap())
+            .collect();
+        let ids: Vec<&str> = updates.iter().map(|(id, _, _)| id.as_str()).collect();
+        assert_eq!(named[..2], ids[..2]);
+        assert_eq!(named[2], ids[1], "the retry names the update it announces");
+        assert_eq!(named[3], ids[2]);
+        assert_eq!(got.len(), 5, "then the resolution");
+        let (first_try, retry) = (&got[1], &got[2]);
+        assert_eq!(
+            first_try.0[DELIVERY_HEADER], retry.0[DELIVERY_HEADER],
+            "the same delivery, sent again"
+        );
+        let incident = &retry.1["incident"];
+        assert_eq!(incident["status"], "identified", "not the current resolved");
+        assert_eq!(incident["incident_updates"].as_array().unwrap().len(), 2);
+        assert_eq!(incident["resolved_at"], serde_json::Value::Null);
+        assert_eq!(incident["components"][0]["status"], "degraded_performance");
+        assert_eq!(retry.1["page"]["status_indicator"], "minor");
+        assert_eq!(got[4].1["page"]["status_indicator"], "none");
+        assert_eq!(got[4].1["incident"]["status"], "resolved");
     }
 
     #[test]

@@ -37,7 +37,11 @@
 //! - `POST /api/alertmanager`: an Alertmanager webhook (version 4). Each alert in it
 //!   is appended to the event log as `alert.firing` or `alert.resolved`, where the
 //!   incident automation ([`crate::automation`]) treats it like one of Warden's own
-//!   alerts: a Prometheus + Alertmanager setup drives the same incidents.
+//!   alerts: a Prometheus + Alertmanager setup drives the same incidents. A firing
+//!   alert that opens no incident (a name not in `[automation.alerts]`, or the
+//!   automation off) is also recorded as `automation.alert_ignored` with the reason,
+//!   logged, and listed in the answer: `{"recorded": 2, "no_incident": [{"alert":
+//!   "DiskFull", "reason": "..."}]}`.
 //!
 //! Status codes: 400 malformed JSON, 401 no or wrong token, 404 unknown id, 409 a
 //! change the current state does not allow, 422 a value to fix, 503 the store
@@ -744,6 +748,7 @@ async fn alertmanager(State(shared): State<Shared>, headers: HeaderMap, body: By
         Err(response) => return *response,
     };
     let mut events = Vec::new();
+    let mut no_incident = Vec::new();
     for (n, alert) in hook.alerts.iter().enumerate() {
         let phase = match alert.status.as_str() {
             "firing" | "resolved" => alert.status.as_str(),
@@ -769,13 +774,20 @@ async fn alertmanager(State(shared): State<Shared>, headers: HeaderMap, body: By
         } else {
             format!("alertmanager/{}", alert.fingerprint)
         };
+        let ignored = (phase == "firing")
+            .then(|| shared.config.automation.incident_state(name).err())
+            .flatten();
+        if let Some(why) = &ignored {
+            tracing::warn!(alert = %name, %fingerprint, "Alertmanager receiver: {why}");
+            no_incident.push(serde_json::json!({"alert": name, "reason": why}));
+        }
         events.push(warden_store::NewEvent {
             kind: format!("alert.{phase}"),
             release: release.clone(),
             payload: serde_json::json!({
                 "alert": name,
                 "fingerprint": fingerprint,
-                "release": release.unwrap_or_default(),
+                "release": release.clone().unwrap_or_default(),
                 "instance": alert.labels.get("instance"),
                 "summary": alert.annotations.get("summary").unwrap_or(name),
                 "description": alert.annotations.get("description"),
@@ -783,9 +795,22 @@ async fn alertmanager(State(shared): State<Shared>, headers: HeaderMap, body: By
                 "source": "alertmanager",
             }),
         });
+        if let Some(why) = ignored {
+            events.push(warden_store::NewEvent {
+                kind: crate::automation::ALERT_IGNORED.into(),
+                release,
+                payload: serde_json::json!({
+                    "alert": name,
+                    "fingerprint": fingerprint,
+                    "reason": why,
+                    "summary": why,
+                    "source": "alertmanager",
+                }),
+            });
+        }
     }
     let store = shared.store.clone();
-    let count = events.len();
+    let count = hook.alerts.len();
     let result = tokio::task::spawn_blocking(move || {
         events
             .iter()
@@ -793,7 +818,11 @@ async fn alertmanager(State(shared): State<Shared>, headers: HeaderMap, body: By
     })
     .await;
     match result {
-        Ok(Ok(())) => axum::Json(serde_json::json!({ "recorded": count })).into_response(),
+        Ok(Ok(())) => axum::Json(serde_json::json!({
+            "recorded": count,
+            "no_incident": no_incident,
+        }))
+        .into_response(),
         Ok(Err(error)) => {
             tracing::error!(%error, "could not record Alertmanager alerts");
             problem(

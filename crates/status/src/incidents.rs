@@ -304,13 +304,15 @@ fn template_text(
     ))
 }
 
-/// Appends the incident event: what a postmortem timeline and notifiers read.
+/// Appends the incident event: what a postmortem timeline and notifiers read, with
+/// the snapshot its subscriber deliveries show ([`crate::deliver::as_of`]).
 pub(crate) fn record(
     tx: &StatusTx<'_>,
     kind: &str,
     incident: &StatusIncident,
     update: &StatusUpdate,
 ) -> Result<()> {
+    let as_of = crate::deliver::as_of(tx, incident, update.created_ms)?;
     tx.append_event_at(
         update.created_ms,
         &NewEvent {
@@ -325,6 +327,7 @@ pub(crate) fn record(
                 "body": update.body,
                 "components": incident.components,
                 "affected_components": update.affected,
+                "as_of": as_of,
             }),
         },
     )?;

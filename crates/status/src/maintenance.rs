@@ -352,6 +352,7 @@ fn post(
         display_ms: at_ms,
     };
     tx.add_update(&update)?;
+    let as_of = crate::deliver::as_of(tx, maintenance, at_ms)?;
     tx.append_event_at(
         at_ms,
         &NewEvent {
@@ -367,6 +368,7 @@ fn post(
                 "scheduled_for_ms": maintenance.scheduled_for_ms,
                 "scheduled_until_ms": maintenance.scheduled_until_ms,
                 "affected_components": update.affected,
+                "as_of": as_of,
             }),
         },
     )?;

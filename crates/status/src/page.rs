@@ -46,7 +46,7 @@ struct IncidentPage<'a> {
     page_name: &'a str,
     links: PageLinks,
     incident: IncidentView,
-    /// The published postmortem's page, empty when none (or in a static export).
+    /// The published postmortem's page, empty when none.
     postmortem_href: String,
 }
 
@@ -173,8 +173,8 @@ pub fn render_incident(
     incident: &StatusIncident,
 ) -> Result<String, askama::Error> {
     let postmortem_href = match snapshot.postmortem(&incident.id) {
-        Some(_) if !links.static_files => links.postmortem(&incident.id),
-        _ => String::new(),
+        Some(_) => links.postmortem(&incident.id),
+        None => String::new(),
     };
     IncidentPage {
         page_name: &config.page.name,

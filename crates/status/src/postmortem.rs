@@ -65,7 +65,9 @@ pub const TIMELINE_LIMIT: usize = 2_000;
 pub const MAX_BODY_CHARS: usize = 200_000;
 
 const MINUTE: i64 = 60_000;
-const LEAK_ALERT: &str = "MemoryLeak";
+const LEAK_ALERT: &str = warden_monitor::rules::MEMORY_LEAK;
+/// How the internal draft begins; a text to publish must not hold it.
+const DRAFT_MARK: &str = "_Internal draft";
 
 /// Where a figure comes from: an event of the log, or another record of the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -399,6 +401,10 @@ pub struct Resolution {
     pub forced_source: Option<Source>,
     /// The first alert.
     pub first_alert: Option<Moment>,
+    /// Its name (`MemoryLeak`, ...).
+    pub first_alert_name: Option<String>,
+    /// The release it named.
+    pub first_alert_release: Option<String>,
     /// The first public update (the incident opening on the status page).
     pub first_public_update: Option<Moment>,
     /// The rollback.
@@ -411,8 +417,19 @@ pub struct Resolution {
 struct ChartData {
     from_ms: i64,
     to_ms: i64,
-    lines: Vec<Line>,
+    lines: Vec<ChartLine>,
+    /// Described for the team: event ids, kinds, what the payload says.
     markers: Vec<Marker>,
+    /// Described for users: what happened, in words.
+    public_markers: Vec<Marker>,
+}
+
+/// A line of the chart, with its legend for the team (release and instance
+/// address) and for users (release, instances numbered).
+#[derive(Debug, Clone)]
+struct ChartLine {
+    line: Line,
+    public_label: String,
 }
 
 /// The body of `POST /api/admin/incidents/{id}/postmortem`.
@@ -493,12 +510,39 @@ pub fn draft_at(store: &Store, incident_id: &str, now_ms: i64) -> Result<Postmor
     })?;
 
     // The releases: rolled back from and to, else marked bad, else named by alerts.
-    let rollback = window.iter().find(|e| e.kind == ROLLED_BACK);
-    let marked_bad = window.iter().find(|e| e.kind == MARKED_BAD);
+    // Only a rollback during the incident is its rollback, and only a release that
+    // served users during it can have caused it: one rolled back (or replaced)
+    // before the start is not blamed, however close.
+    let serving = releases_serving(store, start_ms, horizon)?;
+    let served = |name: &str| serving.as_ref().is_none_or(|s| s.contains(name));
+    let rollback = window
+        .iter()
+        .find(|e| e.kind == ROLLED_BACK && e.at_ms >= start_ms);
+    for early in window
+        .iter()
+        .filter(|e| e.kind == ROLLED_BACK && e.at_ms < start_ms)
+    {
+        gaps.push(format!(
+            "The rollback from {} at {} [{}] came before the incident began: it is not \
+             counted, and a release it took out of service is not blamed.",
+            md_text(e_text(early, "from").unwrap_or("?")),
+            clock_seconds(early.at_ms),
+            Source::event(early)
+        ));
+    }
+    let marked_bad = window
+        .iter()
+        .find(|e| e.kind == MARKED_BAD && e.release.as_deref().is_some_and(&served));
     let bad: Option<(String, Source)> = rollback
         .and_then(|e| Some((e.payload["from"].as_str()?.to_owned(), Source::event(e))))
         .or_else(|| marked_bad.and_then(|e| Some((e.release.clone()?, Source::event(e)))))
-        .or_else(|| first_alert.and_then(|e| Some((alert_release(e)?, Source::event(e)))));
+        .or_else(|| {
+            firing.iter().find_map(|e| {
+                alert_release(e)
+                    .filter(|r| served(r))
+                    .map(|r| (r, Source::event(e)))
+            })
+        });
     let deploys = match &bad {
         Some((name, _)) => deploys_of(store, name, start_ms, horizon)?,
         None => Deploys::default(),
@@ -610,7 +654,7 @@ pub fn draft_at(store: &Store, incident_id: &str, now_ms: i64) -> Result<Postmor
             text: describe(e),
         })
         .collect();
-    let markers = window
+    let (markers, public_markers): (Vec<Marker>, Vec<Marker>) = window
         .iter()
         .chain(
             deploys
@@ -627,19 +671,23 @@ pub fn draft_at(store: &Store, incident_id: &str, now_ms: i64) -> Result<Postmor
                 "alert.resolved" => MarkerKind::AlertResolved,
                 _ => return None,
             };
-            Some(Marker {
+            let marker = |description: String| Marker {
                 at_ms: e.at_ms,
                 kind,
-                description: format!(
+                description,
+            };
+            Some((
+                marker(format!(
                     "#{} {} at {}: {}",
                     e.id,
                     e.kind,
                     clock(e.at_ms),
                     describe(e)
-                ),
-            })
+                )),
+                marker(format!("{} at {}", public_describe(e), clock(e.at_ms))),
+            ))
         })
-        .collect();
+        .unzip();
 
     // How it went.
     let moment = |e: &Event, what: String| Moment {
@@ -676,6 +724,8 @@ pub fn draft_at(store: &Store, incident_id: &str, now_ms: i64) -> Result<Postmor
             .filter(|e| e.payload["forced"].as_bool() == Some(true))
             .map(Source::event),
         first_alert: first_alert.map(|e| moment(e, describe(e))),
+        first_alert_name: first_alert.and_then(|e| e_text(e, "alert").map(str::to_owned)),
+        first_alert_release: first_alert.and_then(alert_release),
         first_public_update: opened.map(|e| {
             moment(
                 e,
@@ -766,10 +816,67 @@ pub fn draft_at(store: &Store, incident_id: &str, now_ms: i64) -> Result<Postmor
             to_ms: chart_to,
             lines,
             markers,
+            public_markers,
         },
     };
     postmortem.corrective_measures = measures(&postmortem);
     Ok(postmortem)
+}
+
+/// A text field of an event's payload.
+fn e_text<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
+    event.payload[key].as_str().filter(|s| !s.is_empty())
+}
+
+/// The releases that served users at some time from `from_ms` to `to_ms`, as the
+/// deploys, canaries and rollbacks of the log say; `None` when the log records none
+/// (a deployment Warden does not run): then no release is ruled out.
+fn releases_serving(
+    store: &Store,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Option<std::collections::BTreeSet<String>>> {
+    let mut switches: Vec<Event> = Vec::new();
+    for prefix in ["deploy.", "rollback."] {
+        switches.extend(
+            store
+                .events(&EventFilter {
+                    until_ms: Some(to_ms + 1),
+                    kind_prefix: Some(prefix.into()),
+                    ..EventFilter::default()
+                })?
+                .into_iter()
+                .filter(|e| matches!(e.kind.as_str(), DEPLOYED | CANARY | ROLLED_BACK)),
+        );
+    }
+    if switches.is_empty() {
+        return Ok(None);
+    }
+    switches.sort_by_key(|e| (e.at_ms, e.id));
+    // What served just before `from_ms`: the active release and a canary beside it.
+    let (mut active, mut canary): (Option<String>, Option<String>) = (None, None);
+    let mut serving = std::collections::BTreeSet::new();
+    let mut started = false;
+    for event in &switches {
+        if event.at_ms > from_ms && !started {
+            started = true;
+            serving.extend(active.clone().into_iter().chain(canary.clone()));
+        }
+        match event.kind.as_str() {
+            CANARY => canary.clone_from(&event.release),
+            _ => {
+                active.clone_from(&event.release);
+                canary = None;
+            }
+        }
+        if started {
+            serving.extend(event.release.clone());
+        }
+    }
+    if !started {
+        serving.extend(active.into_iter().chain(canary));
+    }
+    Ok(Some(serving))
 }
 
 /// The `alert.firing` events that belong to an incident opened at `opened_ms`:
@@ -1033,10 +1140,11 @@ fn memory_series(
     releases: &[&str],
     from_ms: i64,
     to_ms: i64,
-) -> Result<(Vec<SeriesFacts>, Vec<Line>)> {
+) -> Result<(Vec<SeriesFacts>, Vec<ChartLine>)> {
     let mut facts = Vec::new();
     let mut lines = Vec::new();
     let mut colors: BTreeMap<(String, String), &'static str> = BTreeMap::new();
+    let mut numbers: BTreeMap<String, usize> = BTreeMap::new();
     for (metric, matchers, label, dashed) in [
         (series::RSS, &[][..], series::RSS.to_owned(), false),
         (
@@ -1069,18 +1177,26 @@ fn memory_series(
             let color = *colors
                 .entry((release.clone(), instance.clone()))
                 .or_insert(next);
-            lines.push(Line {
-                label: format!(
-                    "{} {release} · {instance}",
-                    if dashed { "heap" } else { "RSS" }
+            let next = numbers.len() + 1;
+            let number = *numbers.entry(instance.clone()).or_insert(next);
+            lines.push(ChartLine {
+                line: Line {
+                    label: format!(
+                        "{} {release} · {instance}",
+                        if dashed { "heap" } else { "RSS" }
+                    ),
+                    color,
+                    dashed,
+                    points: data
+                        .points
+                        .iter()
+                        .map(|&(t, v)| (t, Unit::Megabytes.convert(v)))
+                        .collect(),
+                },
+                public_label: format!(
+                    "{} · release {release} · server {number}",
+                    if dashed { "live heap" } else { "memory in use" }
                 ),
-                color,
-                dashed,
-                points: data
-                    .points
-                    .iter()
-                    .map(|&(t, v)| (t, Unit::Megabytes.convert(v)))
-                    .collect(),
             });
             facts.push(SeriesFacts {
                 metric: label.clone(),
@@ -1244,9 +1360,9 @@ fn measures(p: &Postmortem) -> Vec<String> {
     }
     match &p.resolution.rollback {
         Some(rollback) if rollback.automatic == Some(false) => out.push(format!(
-            "Roll back automatically: the rollback came {} after the start, by hand [{}]; \
-             add the alert that fired to `warden up --rollback-on`.",
-            span(rollback.at.after_start_ms),
+            "Roll back automatically: the rollback came {}, by hand [{}]; add the alert \
+             that fired to `warden up --rollback-on`.",
+            relative(rollback.at.after_start_ms, "the start"),
             rollback.at.source
         )),
         None => out.push(
@@ -1310,16 +1426,41 @@ impl Postmortem {
     /// and alerts marked) as a standalone SVG document.
     #[must_use]
     pub fn chart_svg(&self) -> String {
-        let title = "Memory around the incident: RSS (solid) and heap allocated (dashed)";
         chart::render(
             &Chart {
-                title,
+                title: "Memory around the incident: RSS (solid) and heap allocated (dashed)",
                 unit: Unit::Megabytes,
                 zero_based: false,
                 from_ms: self.chart.from_ms,
                 to_ms: self.chart.to_ms,
-                lines: self.chart.lines.clone(),
+                lines: self.chart.lines.iter().map(|l| l.line.clone()).collect(),
                 markers: &self.chart.markers,
+            },
+            Framing::Standalone,
+        )
+    }
+
+    /// The memory chart for the published postmortem: the same lines, the servers
+    /// numbered instead of addressed, the markers in words.
+    #[must_use]
+    pub fn public_chart_svg(&self) -> String {
+        chart::render(
+            &Chart {
+                title: "Memory used by the service around the incident",
+                unit: Unit::Megabytes,
+                zero_based: false,
+                from_ms: self.chart.from_ms,
+                to_ms: self.chart.to_ms,
+                lines: self
+                    .chart
+                    .lines
+                    .iter()
+                    .map(|l| Line {
+                        label: l.public_label.clone(),
+                        ..l.line.clone()
+                    })
+                    .collect(),
+                markers: &self.chart.public_markers,
             },
             Framing::Standalone,
         )
@@ -1333,10 +1474,13 @@ impl Postmortem {
         let s = &self.summary;
         md.push_str(&format!("# Postmortem: {}\n\n", md_text(&i.name)));
         md.push_str(&format!(
-            "_Draft of {} from Warden's records of incident `{}`. Every figure cites its \
-             record: `#12 alert.firing` is event 12 of the event log. Edit it, fill the \
-             checklist, then publish it with `warden postmortem publish {} --file FILE`._\n\n",
+            "{DRAFT_MARK} of {} from Warden's records of incident `{}`, for the team. Every \
+             figure cites its record: `#12 alert.firing` is event 12 of the event log. \
+             Users read the public version instead (`warden postmortem {} --public`): \
+             `warden postmortem publish {}` publishes it as it is, or edit it and publish \
+             it with `--file FILE`._\n\n",
             clock(self.drafted_ms),
+            i.id,
             i.id,
             i.id
         ));
@@ -1545,9 +1689,9 @@ impl Postmortem {
         }
         if let Some(update) = &r.first_public_update {
             md.push_str(&format!(
-                "- **Users first told:** {}, {} after the start, on the status page [{}]\n",
+                "- **Users first told:** {}, {}, on the status page [{}]\n",
                 clock_seconds(update.at_ms),
-                span(update.after_start_ms.max(0)),
+                relative(update.after_start_ms, "the start"),
                 update.source
             ));
         }
@@ -1705,6 +1849,411 @@ impl Postmortem {
     }
 }
 
+// ---- the public version ----
+
+impl Postmortem {
+    /// The postmortem for users, in Markdown: what happened, when, to whom, why, how
+    /// it was fixed and what changes, in words. Unlike the draft it cites no record
+    /// and names no event, server address, metric or command; it is what
+    /// [`publish`] publishes when given no text.
+    #[must_use]
+    pub fn to_public_markdown(&self) -> String {
+        let mut md = String::with_capacity(8 * 1024);
+        let i = &self.incident;
+        let s = &self.summary;
+        let r = &self.resolution;
+        md.push_str(&format!("# Postmortem: {}\n\n", md_text(&i.name)));
+
+        md.push_str("## Summary\n\n");
+        let when = match s.end_ms {
+            Some(end) if day(end) == day(s.start_ms) => format!(
+                "On {}, from {} to {} UTC ({})",
+                day(s.start_ms),
+                clock_time_minutes(s.start_ms),
+                clock_time_minutes(end),
+                span(end - s.start_ms)
+            ),
+            Some(end) => format!(
+                "From {} {} to {} {} UTC ({})",
+                day(s.start_ms),
+                clock_time_minutes(s.start_ms),
+                day(end),
+                clock_time_minutes(end),
+                span(end - s.start_ms)
+            ),
+            None => format!("Since {}", clock(s.start_ms)),
+        };
+        // The components by the worst state they were in, the worst first: "API and
+        // Authentication had a major outage and Data retrieval slow responses".
+        let mut by_state: Vec<(ComponentStatus, Vec<String>)> = Vec::new();
+        for c in &i.components {
+            let Some(state) = c
+                .worst_status
+                .as_deref()
+                .and_then(|s| s.parse::<ComponentStatus>().ok())
+                .filter(|s| *s != ComponentStatus::Operational)
+            else {
+                continue;
+            };
+            match by_state.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, names)) => names.push(md_text(&c.name)),
+                None => by_state.push((state, vec![md_text(&c.name)])),
+            }
+        }
+        by_state.sort_by_key(|(state, _)| std::cmp::Reverse(state.severity()));
+        let affected: Vec<String> = by_state
+            .iter()
+            .map(|(state, names)| format!("{} had {}", and_list(names), public_state(*state)))
+            .collect();
+        md.push_str(&if affected.is_empty() {
+            format!("{when}, some of our services did not work as they should.")
+        } else {
+            format!("{when}, {}.", and_list(&affected))
+        });
+        let u = &s.users;
+        if let (true, Some(share)) = (u.measured, u.share) {
+            md.push_str(&format!(
+                " About {:.0}% of the people who used the service in that time ({} of {}) \
+                 saw requests fail or slow down.",
+                share * 100.0,
+                group(u.affected),
+                group(u.clients)
+            ));
+        }
+        md.push_str("\n\n");
+
+        md.push_str("## What happened\n\n| Time (UTC) | Event |\n|---|---|\n");
+        for (at, what) in self.public_timeline() {
+            md.push_str(&format!(
+                "| {} | {} |\n",
+                clock_time_minutes(at),
+                md_cell(&what)
+            ));
+        }
+        md.push('\n');
+
+        md.push_str("## Why it happened\n\n");
+        md.push_str(&self.public_cause());
+        md.push_str("\n\n");
+        if !self.memory.series.is_empty() {
+            md.push_str(&format!(
+                "![Memory used by the service around the incident]({})\n\n",
+                Self::chart_file(&i.id)
+            ));
+        }
+
+        md.push_str("## How we fixed it\n\n");
+        match &r.rollback {
+            Some(rb) => {
+                let to = rb.to.as_deref().map_or_else(
+                    || "the previous release".to_owned(),
+                    |to| format!("release {}", md_text(to)),
+                );
+                let how = match (rb.automatic, &r.first_alert) {
+                    (Some(true), Some(alert)) => format!(
+                        "automatically, {}",
+                        relative(rb.at.at_ms - alert.at_ms, "our monitoring noticed it")
+                    ),
+                    (Some(true), None) => "automatically".to_owned(),
+                    _ => relative(rb.at.after_start_ms, "the problem began"),
+                };
+                md.push_str(&format!(
+                    "We rolled the service back to {to}, the last release that worked, {how}."
+                ));
+            }
+            None => md.push_str("We fixed the problem without rolling back a release."),
+        }
+        match &r.resolved {
+            Some(resolved) => md.push_str(&format!(
+                " Everything worked normally again by {} UTC.\n\n",
+                clock_time_minutes(resolved.at_ms)
+            )),
+            None => md.push_str(" We are still watching that the fix holds.\n\n"),
+        }
+
+        md.push_str("## What we are changing\n\n");
+        let changes = self.public_measures();
+        if changes.is_empty() {
+            md.push_str("We are reviewing what to change and will add it here.\n");
+        }
+        for change in changes {
+            md.push_str(&format!("- {change}\n"));
+        }
+        md
+    }
+
+    /// The moments users care about, oldest first: the bad release going live, the
+    /// detection, the first update here, the rollback, the resolution.
+    fn public_timeline(&self) -> Vec<(i64, String)> {
+        let r = &self.resolution;
+        let bad = self.releases.bad.as_ref().map(|b| b.name.as_str());
+        let mut moments = Vec::new();
+        if let (Some(deployed), Some(bad)) = (&r.bad_deployed, bad) {
+            moments.push((deployed.at_ms, format!("Release {bad} went live.")));
+        }
+        if let Some(alert) = &r.first_alert {
+            let what = alert_words(r.first_alert_name.as_deref().unwrap_or_default());
+            moments.push((
+                alert.at_ms,
+                match &r.first_alert_release {
+                    Some(release) => {
+                        format!("Our monitoring detected {what} in release {release}.")
+                    }
+                    None => format!("Our monitoring detected {what}."),
+                },
+            ));
+        }
+        if let Some(update) = &r.first_public_update {
+            moments.push((
+                update.at_ms,
+                "We posted the first update on this status page.".to_owned(),
+            ));
+        }
+        if let Some(rb) = &r.rollback {
+            moments.push((
+                rb.at.at_ms,
+                match (rb.to.as_deref(), rb.automatic) {
+                    (Some(to), Some(true)) => {
+                        format!("The service rolled itself back to release {to}.")
+                    }
+                    (Some(to), _) => format!("We rolled the service back to release {to}."),
+                    (None, _) => "We rolled the service back.".to_owned(),
+                },
+            ));
+        }
+        if let Some(resolved) = &r.resolved {
+            moments.push((resolved.at_ms, "The incident was resolved.".to_owned()));
+        }
+        moments.sort_by_key(|(at, _)| *at);
+        moments
+    }
+
+    /// Why it happened, as far as the records tell, in words.
+    fn public_cause(&self) -> String {
+        let Some(bad) = &self.releases.bad else {
+            return "We are still establishing the cause, and will add it here.".to_owned();
+        };
+        let bad = md_text(&bad.name);
+        let leak = self.memory.leak_alert.as_ref().map(|leak| {
+            leak.rate_mb_per_min.map_or_else(
+                || {
+                    " With it, the service's memory kept growing while it served requests: \
+                    a memory leak."
+                        .to_owned()
+                },
+                |rate| {
+                    format!(
+                        " With it, the service's memory kept growing while it served \
+                         requests, by about {rate:.1} MB a minute: a memory leak."
+                    )
+                },
+            )
+        });
+        let leak = leak.unwrap_or_default();
+        match self.candidates.as_slice() {
+            [] => format!(
+                "The problem came with release {bad}; we are still establishing which of its \
+                 changes caused it.{leak}"
+            ),
+            [only] => format!(
+                "Release {bad} updated the third-party library {} ({}), the only library \
+                 that changed.{leak}",
+                md_text(&only.name),
+                md_text(&only.versions())
+            ),
+            [first, rest @ ..] => format!(
+                "Release {bad} changed {} third-party libraries. The most likely cause is \
+                 the update of {} ({}); we are testing each change alone to be sure.{leak}",
+                rest.len() + 1,
+                md_text(&first.name),
+                md_text(&first.versions())
+            ),
+        }
+    }
+
+    /// What changes, for users: the corrective measures the records suggest, in
+    /// words.
+    fn public_measures(&self) -> Vec<String> {
+        let r = &self.resolution;
+        let mut out = Vec::new();
+        if let Some(first) = self.candidates.first() {
+            out.push(format!(
+                "We will test every update of a third-party library, {} included, for memory \
+                 leaks under realistic load before it ships, and record what each one does \
+                 to memory and speed.",
+                md_text(&first.name)
+            ));
+        }
+        if !r.forced_past.is_empty() {
+            out.push(
+                "A release that fails those tests will not ship on one person's say-so.".to_owned(),
+            );
+        }
+        if r.rollback
+            .as_ref()
+            .is_some_and(|rb| rb.automatic == Some(false))
+        {
+            out.push(
+                "The service will roll itself back as soon as our monitoring detects a \
+                 problem like this one, instead of waiting for a person."
+                    .to_owned(),
+            );
+        }
+        if let (Some(deployed), Some(alert)) = (&r.bad_deployed, &r.first_alert) {
+            let ran = alert.at_ms - deployed.at_ms;
+            if ran > 15 * MINUTE {
+                out.push(format!(
+                    "We will detect this kind of problem sooner: the faulty release served \
+                     requests for {} before our monitoring noticed.",
+                    span(ran)
+                ));
+            }
+        }
+        if r.first_alert.is_none() {
+            out.push(
+                "We will add monitoring for this kind of problem: no alert fired for it."
+                    .to_owned(),
+            );
+        }
+        if let Some(update) = &r.first_public_update
+            && update.after_start_ms > MINUTE
+        {
+            out.push(format!(
+                "We will tell you sooner: our first update here came {}; we aim for \
+                 within a minute.",
+                relative(update.after_start_ms, "the problem began")
+            ));
+        }
+        out
+    }
+}
+
+/// "a", "a and b", "a, b and c".
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// What a component's state meant for users: "a major outage", ...
+fn public_state(state: ComponentStatus) -> &'static str {
+    match state {
+        ComponentStatus::MajorOutage => "a major outage",
+        ComponentStatus::PartialOutage => "a partial outage",
+        ComponentStatus::DegradedPerformance => "slow responses",
+        ComponentStatus::UnderMaintenance => "maintenance",
+        ComponentStatus::Operational => "no problem",
+    }
+}
+
+/// What an alert means, in words, from its name.
+fn alert_words(alert: &str) -> &'static str {
+    use warden_monitor::rules::{ERROR_RATIO_HIGH, LATENCY_HIGH, MEMORY_HIGH, TARGET_DOWN};
+    match alert {
+        LEAK_ALERT => "a memory leak",
+        MEMORY_HIGH => "high memory use",
+        LATENCY_HIGH => "slow responses",
+        ERROR_RATIO_HIGH => "failing requests",
+        TARGET_DOWN => "a server not responding",
+        _ => "a problem",
+    }
+}
+
+/// What a deploy, rollback or alert event meant, in words (the chart's markers for
+/// users).
+fn public_describe(event: &Event) -> String {
+    let release = event.release.as_deref().unwrap_or("?");
+    match event.kind.as_str() {
+        DEPLOYED => format!("release {release} went live"),
+        CANARY => format!("release {release} took a share of the traffic"),
+        ROLLED_BACK => format!("rolled back to release {release}"),
+        "alert.firing" => format!(
+            "alert: {}",
+            alert_words(e_text(event, "alert").unwrap_or_default())
+        ),
+        "alert.resolved" => format!(
+            "alert cleared: {}",
+            alert_words(e_text(event, "alert").unwrap_or_default())
+        ),
+        _ => String::new(),
+    }
+}
+
+/// `2025-01-02`.
+fn day(ms: i64) -> String {
+    crate::datetime(ms).map_or_else(|| format!("{ms} ms"), |t| t.date().to_string())
+}
+
+/// `13:04`.
+fn clock_time_minutes(ms: i64) -> String {
+    crate::datetime(ms)
+        .and_then(|t| {
+            t.format(time::macros::format_description!("[hour]:[minute]"))
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+/// What in `text` (a postmortem to publish) is for the team and not for users: the
+/// draft's instructions, addresses of this network (loopback, private, link-local,
+/// `localhost`, the console's own address), metric names. One line each, naming the
+/// line; empty when there is nothing.
+fn team_only(text: &str, console: &str) -> Vec<String> {
+    const METRICS: [&str; 8] = [
+        series::RSS,
+        series::PROC_RSS,
+        series::HEAP,
+        series::LIMIT,
+        "http_server_request_duration_seconds",
+        "http_server_active_requests",
+        "warden_build_info",
+        "process_start_time_seconds",
+    ];
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = n + 1;
+        if line.trim_start().starts_with(DRAFT_MARK)
+            || line.contains("Edit it, fill the checklist")
+            || line.contains("warden postmortem publish")
+        {
+            found.push(format!("line {at}: the draft's instructions"));
+        }
+        let lower = line.to_lowercase();
+        let address = line
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter_map(|word| word.trim_matches('.').parse::<std::net::Ipv4Addr>().ok())
+            .find(|ip| {
+                ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
+            })
+            .map(|ip| ip.to_string())
+            .or_else(|| lower.contains("localhost").then(|| "localhost".to_owned()))
+            .or_else(|| lower.contains("[::1]").then(|| "[::1]".to_owned()))
+            .or_else(|| {
+                (!console.is_empty() && line.contains(console)).then(|| console.to_owned())
+            });
+        if let Some(address) = address {
+            found.push(format!("line {at}: the internal address {address}"));
+        }
+        let metric = METRICS
+            .iter()
+            .find(|m| line.contains(**m))
+            .map(|m| (*m).to_owned())
+            .or_else(|| {
+                ["warden:", "warden_release:"].iter().find_map(|prefix| {
+                    let at = line.find(prefix)?;
+                    let next = line[at + prefix.len()..].chars().next()?;
+                    (next.is_ascii_lowercase() || next == '_').then(|| (*prefix).to_owned())
+                })
+            });
+        if let Some(metric) = metric {
+            found.push(format!("line {at}: the metric name {metric}"));
+        }
+    }
+    found
+}
+
 fn change_text(c: &Candidate) -> String {
     let kind = match c.change {
         ChangeKind::Added => "added",
@@ -1778,11 +2327,11 @@ fn clock_time(ms: i64) -> String {
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
-/// A length of time: `850 ms`, `42 s`, `3 min 5 s`, `1 h 45 min`.
+/// A length of time: `850 ms`, `42 s`, `3 min 5 s`, `1 h 45 min`. Never negative:
+/// a length below zero is shown as `0 s` (say "before" with [`relative`] instead).
 fn span(ms: i64) -> String {
-    let sign = if ms < 0 { "−" } else { "" };
-    let ms = ms.unsigned_abs();
-    let text = if ms == 0 {
+    let ms = ms.max(0).unsigned_abs();
+    if ms == 0 {
         "0 s".to_owned()
     } else if ms < 1_000 {
         format!("{ms} ms")
@@ -1802,16 +2351,25 @@ fn span(ms: i64) -> String {
         } else {
             format!("{} h {} min", m / 60, m % 60)
         }
-    };
-    format!("{sign}{text}")
+    }
 }
 
-/// Relative to the start: `T+3 min 5 s`, `T−2 min`.
+/// Relative to the start: `T+3 min 5 s`, `T−2 min` (a point in time, not a length).
 fn offset(ms: i64) -> String {
     if ms < 0 {
-        format!("T{}", span(ms))
+        format!("T−{}", span(ms.saturating_neg()))
     } else {
         format!("T+{}", span(ms))
+    }
+}
+
+/// When something came, relative to `what` began (`ms` after it): "3 min after
+/// the start", "2 min before the start", "at the start".
+fn relative(ms: i64, what: &str) -> String {
+    match ms.cmp(&0) {
+        std::cmp::Ordering::Less => format!("{} before {what}", span(ms.saturating_neg())),
+        std::cmp::Ordering::Equal => format!("at {what}"),
+        std::cmp::Ordering::Greater => format!("{} after {what}", span(ms)),
     }
 }
 
@@ -1851,6 +2409,18 @@ struct PostmortemPage<'a> {
     back_text: String,
     published_text: String,
     body: String,
+    /// What the page says of where it comes from: the draft cites records, the
+    /// public version does not.
+    footer: &'static str,
+}
+
+/// Which version of a postmortem a page shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// The internal draft, for the team.
+    Team,
+    /// The public version, for users.
+    Users,
 }
 
 /// A Markdown postmortem as an HTML page of the status page: `markdown` shown
@@ -1859,6 +2429,7 @@ struct PostmortemPage<'a> {
 ///
 /// # Errors
 /// The template failed to render.
+#[allow(clippy::too_many_arguments)]
 pub fn render_html(
     config: &StatusConfig,
     links: &Links,
@@ -1867,6 +2438,7 @@ pub fn render_html(
     markdown: &str,
     chart: Option<&str>,
     published_ms: Option<i64>,
+    audience: Audience,
 ) -> std::result::Result<String, askama::Error> {
     let body = markdown_to_html(markdown, &Postmortem::chart_file(incident_id), chart);
     PostmortemPage {
@@ -1885,6 +2457,13 @@ pub fn render_html(
             |ms| format!("Published {}.", crate::human_time(ms)),
         ),
         body,
+        footer: match audience {
+            Audience::Team => {
+                "Drafted by Warden from its event log and stored series; every figure cites \
+                 its record (#N is event N of the log)."
+            }
+            Audience::Users => "",
+        },
     }
     .render()
 }
@@ -1907,6 +2486,31 @@ impl Postmortem {
             &self.to_markdown(),
             Some(&self.chart_svg()),
             None,
+            Audience::Team,
+        )
+    }
+}
+
+impl Postmortem {
+    /// The public version ([`Postmortem::to_public_markdown`]) as an HTML page,
+    /// with the public memory chart inline: the page it makes once published.
+    ///
+    /// # Errors
+    /// The template failed to render.
+    pub fn to_public_html(
+        &self,
+        config: &StatusConfig,
+        links: &Links,
+    ) -> std::result::Result<String, askama::Error> {
+        render_html(
+            config,
+            links,
+            &self.incident.id,
+            &self.incident.name,
+            &self.to_public_markdown(),
+            Some(&self.public_chart_svg()),
+            None,
+            Audience::Users,
         )
     }
 }
@@ -1933,7 +2537,7 @@ pub fn published_page(
     let chart = published
         .body
         .contains(&Postmortem::chart_file(id))
-        .then(|| draft_at(store, id, now_ms).map(|p| p.chart_svg()))
+        .then(|| draft_at(store, id, now_ms).map(|p| p.public_chart_svg()))
         .transpose()
         .map_err(|e| e.to_string())?;
     render_html(
@@ -1944,6 +2548,7 @@ pub fn published_page(
         &published.body,
         chart.as_deref(),
         Some(published.published_ms),
+        Audience::Users,
     )
     .map(Some)
     .map_err(|e| e.to_string())
@@ -1981,15 +2586,39 @@ pub fn publish(
                     "body: at most {MAX_BODY_CHARS} characters"
                 )));
             }
+            let console = if config.public_url() == Some(links.base.as_str()) {
+                ""
+            } else {
+                links.base.as_str()
+            };
+            let found = team_only(text, console);
+            if !found.is_empty() {
+                return Err(StatusError::Invalid(format!(
+                    "body: the published postmortem is for users, and this one holds what \
+                     is for the team — {}. Remove it, or start from the public version \
+                     (`warden postmortem {id} --public`, or publish with no text)",
+                    found.join("; ")
+                )));
+            }
             text.to_owned()
         }
         None => {
             // Refuse before drafting; the write checks again.
             publishable(store.status_incident(id)?, id)?;
-            draft_at(store, id, now_ms)?.to_markdown()
+            draft_at(store, id, now_ms)?.to_public_markdown()
         }
     };
-    let link = links.postmortem(id);
+    // The update links to the postmortem only at the page's public address: an
+    // address this request came to (the console's) is no use to subscribers or in
+    // an export, and the incident's page links the postmortem anyway.
+    let public_link = config.public_url().map(|base| {
+        Links {
+            base: base.to_owned(),
+            static_files: false,
+        }
+        .postmortem(id)
+    });
+    let link = public_link.clone().unwrap_or_else(|| links.postmortem(id));
     store.status_write(|tx| {
         let (mut incident, status) = publishable(tx.incident(id)?, id)?;
         match status {
@@ -2011,7 +2640,10 @@ pub fn publish(
                     id: new_id(),
                     incident_id: id.to_owned(),
                     status: IncidentStatus::Postmortem.as_str().into(),
-                    body: format!("{}\n\nRead it: {link}", text.trim()),
+                    body: match &public_link {
+                        Some(link) => format!("{}\n\nRead it: {link}", text.trim()),
+                        None => format!("{}\n\nRead it on this incident's page.", text.trim()),
+                    },
                     affected: Vec::new(),
                     created_ms: now_ms,
                     display_ms: now_ms,
@@ -3218,13 +3850,20 @@ mod tests {
         assert_eq!(published.status, "postmortem");
         let update = published.updates.last().unwrap();
         assert_eq!(update.status, "postmortem");
-        assert!(update.body.contains(&format!(
-            "http://127.0.0.1:8081/status/incidents/{}/postmortem",
-            r.incident
-        )));
+        // No page URL is configured: the update does not carry the console's.
+        assert!(
+            update.body.ends_with("Read it on this incident's page.")
+                && !update.body.contains("127.0.0.1"),
+            "{}",
+            update.body
+        );
         let stored = store.status_postmortem(&r.incident).unwrap().unwrap();
         assert_eq!(stored.published_ms, at);
-        assert!(stored.body.contains("serde_json 1.0.120 → 1.0.121"));
+        // The public version, not the team's draft.
+        let draft = draft_at(&store, &r.incident, at).unwrap();
+        assert_eq!(stored.body.trim(), draft.to_public_markdown().trim());
+        assert!(stored.body.contains("serde_json (1.0.120 → 1.0.121)"));
+        assert_eq!(team_only(&stored.body, &links.base), Vec::<String>::new());
         let kinds: Vec<String> = store
             .events(&EventFilter {
                 since_ms: Some(at),
@@ -3257,6 +3896,16 @@ mod tests {
         assert!(page.contains("<figure class=\"chart\"><svg"), "{page}");
         assert!(page.contains("serde_json"));
         assert!(page.contains(&format!("Published {}", crate::human_time(at))));
+        for internal in [
+            "127.0.0.1:9001",
+            "alert.firing",
+            "process_resident_memory_bytes",
+            "warden_heap_bytes",
+            "Drafted by Warden",
+            "warden postmortem",
+        ] {
+            assert!(!page.contains(internal), "{internal} in {page}");
+        }
         let incident_page = crate::page::render_incident(
             &snapshot,
             &config,
@@ -3272,6 +3921,34 @@ mod tests {
         assert_eq!(
             published_page(&store, &config, &links, &open.id, at).unwrap(),
             None
+        );
+
+        // The team's draft is refused as it is, saying what to take out; nothing
+        // changes.
+        let before = store.last_event_id().unwrap();
+        let refused = publish(
+            &store,
+            &config,
+            &links,
+            &r.incident,
+            Some(&draft.to_markdown()),
+            at + 500,
+        )
+        .unwrap_err();
+        let message = refused.to_string();
+        assert!(matches!(refused, StatusError::Invalid(_)), "{message}");
+        for what in [
+            "line 3: the draft's instructions",
+            "the internal address 127.0.0.1",
+            "the metric name process_resident_memory_bytes",
+            "--public",
+        ] {
+            assert!(message.contains(what), "{what} not in {message}");
+        }
+        assert_eq!(store.last_event_id().unwrap(), before);
+        assert_eq!(
+            store.status_postmortem(&r.incident).unwrap().unwrap(),
+            stored
         );
 
         // Publishing again replaces the text, without a second update.
@@ -3305,7 +3982,196 @@ mod tests {
     }
 
     #[test]
+    fn the_public_version_tells_users_what_happened_without_the_teams_records() {
+        let (store, config, r) = scenario("Errors on sign-in and data retrieval");
+        let p = draft_at(&store, &r.incident, T0 + 120 * MINUTE).unwrap();
+        let md = p.to_public_markdown();
+        if std::env::var_os("POSTMORTEM_PRINT").is_some() {
+            println!("{md}");
+        }
+        for expected in [
+            "# Postmortem: Errors on sign-in and data retrieval",
+            &format!(
+                "On {}, from {} to {} UTC (15 min), Authentication had a major outage and \
+                 Data retrieval had a partial outage.",
+                day(r.firing.at_ms),
+                clock_time_minutes(r.firing.at_ms),
+                clock_time_minutes(r.resolved_ms)
+            ),
+            &format!(
+                "| {} | Release v2 went live. |",
+                clock_time_minutes(r.deployed.at_ms)
+            ),
+            &format!(
+                "| {} | Our monitoring detected a memory leak in release v2. |",
+                clock_time_minutes(r.firing.at_ms)
+            ),
+            "| The service rolled itself back to release v1. |",
+            "Release v2 updated the third-party library serde_json (1.0.120 → 1.0.121), the \
+             only library that changed. With it, the service's memory kept growing while it \
+             served requests, by about 9.8 MB a minute: a memory leak.",
+            "We rolled the service back to release v1, the last release that worked, \
+             automatically, 2 min after our monitoring noticed it.",
+            "We will test every update of a third-party library, serde_json included",
+            "will not ship on one person's say-so",
+            "We will detect this kind of problem sooner: the faulty release served requests \
+             for 32 min 58 s",
+            &format!("]({})", Postmortem::chart_file(&r.incident)),
+        ] {
+            assert!(md.contains(expected), "{expected:?} not in\n{md}");
+        }
+        // Nothing for the team only: no record citations, server addresses, metric
+        // names or commands; the draft has them all.
+        assert_eq!(
+            team_only(&md, "http://127.0.0.1:8081"),
+            Vec::<String>::new()
+        );
+        for internal in ["#", "[#", "alert.firing", "127.0.0.1", "warden ", "`"] {
+            let body = md.trim_start_matches("# Postmortem");
+            let body = body.replace("## ", "");
+            assert!(!body.contains(internal), "{internal:?} in\n{md}");
+        }
+        let found = team_only(&p.to_markdown(), "");
+        assert!(
+            found.iter().any(|f| f.contains("instructions")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.contains("127.0.0.1:9001") || f.contains("127.0.0.1")),
+            "{found:?}"
+        );
+        assert!(found.iter().any(|f| f.contains("metric name")), "{found:?}");
+        // The chart for users: the servers numbered, the markers in words.
+        let chart = p.public_chart_svg();
+        assert!(chart.starts_with("<svg"));
+        assert!(
+            !chart.contains("127.0.0.1") && !chart.contains("alert.firing"),
+            "{chart}"
+        );
+        assert!(chart.contains("release v2 · server"), "{chart}");
+        assert!(chart.contains("alert: a memory leak at"), "{chart}");
+        assert!(p.chart_svg().contains("127.0.0.1:9001"));
+        let html = p.to_public_html(&config, &links()).unwrap();
+        assert!(!html.contains("Drafted by Warden") && !html.contains("127.0.0.1:9001"));
+        assert!(
+            p.to_html(&config, &links())
+                .unwrap()
+                .contains("Drafted by Warden")
+        );
+    }
+
+    #[test]
+    fn a_release_rolled_back_before_the_incident_is_not_blamed() {
+        let store = Store::in_memory().unwrap();
+        let config = StatusConfig::default();
+        components::sync(&store, &config, T0 - 3_600_000).unwrap();
+        let deps = [("serde", "1.0.200"), ("serde_json", "1.0.120")];
+        store.add_release(&release("v1", &deps)).unwrap();
+        store
+            .add_release(&release(
+                "v2",
+                &[("serde", "1.0.200"), ("serde_json", "1.0.121")],
+            ))
+            .unwrap();
+        event(
+            &store,
+            T0,
+            DEPLOYED,
+            Some("v1"),
+            serde_json::json!({"from": null}),
+        );
+        event(
+            &store,
+            T0 + 10 * MINUTE,
+            DEPLOYED,
+            Some("v2"),
+            serde_json::json!({"from": "v1"}),
+        );
+        // v2 is rolled back by hand; 37 s later an unrelated alert fires on v1, which
+        // serves everyone, and the incident opens.
+        let start = T0 + 20 * MINUTE;
+        let early = event(
+            &store,
+            start - 37_000,
+            ROLLED_BACK,
+            Some("v1"),
+            serde_json::json!({"from": "v2", "automatic": false, "reason": "by hand"}),
+        );
+        event(
+            &store,
+            start - 37_000,
+            MARKED_BAD,
+            Some("v2"),
+            serde_json::json!({"reason": "by hand"}),
+        );
+        event(
+            &store,
+            start,
+            "alert.firing",
+            Some("v1"),
+            serde_json::json!({"alert": "ErrorRatioHigh", "fingerprint": "ErrorRatioHigh/a", "instance": "127.0.0.1:9000", "release": "v1", "summary": "5xx ratio 12% on v1"}),
+        );
+        let opened = incidents::open(
+            &store,
+            &config,
+            &OpenIncident {
+                name: "Errors".into(),
+                components: BTreeMap::from([("api".into(), ComponentStatus::PartialOutage)]),
+                ..OpenIncident::default()
+            },
+            start + 1_000,
+        )
+        .unwrap();
+        incidents::resolve(
+            &store,
+            &config,
+            &opened.id,
+            &UpdateIncident::default(),
+            start + 10 * MINUTE,
+        )
+        .unwrap();
+        let p = draft_at(&store, &opened.id, start + 60 * MINUTE).unwrap();
+        assert!(
+            p.resolution.rollback.is_none(),
+            "the rollback came before the start"
+        );
+        assert_eq!(
+            p.releases.bad.as_ref().map(|b| b.name.as_str()),
+            Some("v1"),
+            "v2 served no one during the incident"
+        );
+        assert!(p.candidates.is_empty() && p.culprit.is_none());
+        assert!(
+            p.gaps
+                .iter()
+                .any(|g| g.contains("came before the incident began") && g.contains(&cite(&early))),
+            "{:?}",
+            p.gaps
+        );
+        // No length of time below zero, in the draft or the public version.
+        for md in [p.to_markdown(), p.to_public_markdown()] {
+            for (at, _) in md.match_indices('−') {
+                assert!(md[..at].ends_with('T'), "a negative length in\n{md}");
+            }
+            assert!(!md.contains("came −") && !md.contains("v2 updated"), "{md}");
+        }
+        assert!(
+            !p.corrective_measures
+                .iter()
+                .any(|m| m.contains("Roll back automatically")),
+            "{:?}",
+            p.corrective_measures
+        );
+    }
+
+    #[test]
     fn durations_and_offsets_read_naturally() {
+        assert_eq!(span(-37_000), "0 s", "never a negative length");
+        assert_eq!(relative(-37_000, "the start"), "37 s before the start");
+        assert_eq!(relative(0, "the start"), "at the start");
+        assert_eq!(relative(90_000, "the start"), "1 min 30 s after the start");
         assert_eq!(span(850), "850 ms");
         assert_eq!(span(42_000), "42 s");
         assert_eq!(span(185_000), "3 min 5 s");

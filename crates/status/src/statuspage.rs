@@ -211,11 +211,14 @@ impl Links {
         }
     }
 
-    /// The page of incident `id`'s published postmortem, served by the console
-    /// (static exports carry the postmortem in the JSON's `postmortem_body` only).
+    /// The page of incident `id`'s published postmortem.
     #[must_use]
     pub fn postmortem(&self, id: &str) -> String {
-        format!("{}/status/incidents/{id}/postmortem", self.base)
+        if self.static_files {
+            format!("{}postmortems/{id}.html", self.prefix())
+        } else {
+            format!("{}/status/incidents/{id}/postmortem", self.base)
+        }
     }
 
     /// The status page.

@@ -440,6 +440,56 @@ async fn writes_need_the_token_and_change_nothing_without_it() {
 }
 
 #[tokio::test]
+async fn an_alert_that_opens_no_incident_is_recorded_and_the_answer_says_why() {
+    let store = Store::in_memory().unwrap();
+    let config = StatusConfig::default();
+    let app = app(&store, &config);
+    let alert = |name: &str, status: &str| json!({"status": status, "labels": {"alertname": name, "instance": "10.0.0.7:8080"}, "fingerprint": name});
+    let hook = json!({"version": "4", "alerts": [
+        alert("ErrorRatioHigh", "firing"),
+        alert("WardenErrorRateHigh", "firing"),
+        alert("DiskFull", "resolved"),
+    ]});
+    let (status, _, body) = call(
+        &app,
+        "POST",
+        "/api/alertmanager",
+        Some(TOKEN),
+        Some(hook),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["recorded"], 3, "{answer}");
+    let ignored = answer["no_incident"].as_array().unwrap();
+    assert_eq!(
+        ignored.len(),
+        1,
+        "only the firing alert of an unknown name: {answer}"
+    );
+    assert_eq!(ignored[0]["alert"], "WardenErrorRateHigh");
+    let why = ignored[0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("opens no incident") && why.contains("ErrorRatioHigh"),
+        "{why}"
+    );
+    let events = store.events(&warden_store::EventFilter::default()).unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "alert.firing",
+            "alert.firing",
+            warden_status::automation::ALERT_IGNORED,
+            "alert.resolved"
+        ]
+    );
+    assert_eq!(events[2].payload["alert"], "WardenErrorRateHigh");
+    assert_eq!(events[2].payload["reason"], why);
+}
+
+#[tokio::test]
 async fn bad_requests_are_problems_that_say_what_to_fix() {
     let store = Store::in_memory().unwrap();
     let config = StatusConfig::default();
@@ -676,7 +726,8 @@ fn export_writes_the_page_json_and_feeds_with_relative_links() {
     config.page.url = None;
     let dir = tempfile::tempdir().unwrap();
     let written =
-        warden_status::export::export(&store, &config, dir.path(), warden_store::now_ms()).unwrap();
+        warden_status::export::export(&store, &config, dir.path(), warden_store::now_ms(), None)
+            .unwrap();
     for file in [
         "index.html",
         "history.atom",
@@ -707,6 +758,94 @@ fn export_writes_the_page_json_and_feeds_with_relative_links() {
     )
     .unwrap();
     assert_eq!(summary["incidents"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn export_has_the_published_postmortems_and_no_link_to_the_console() {
+    let store = Store::in_memory().unwrap();
+    let config = StatusConfig::default();
+    let now = warden_store::now_ms();
+    warden_status::components::sync(&store, &config, now - 10_000).unwrap();
+    let incident = warden_status::incidents::open(
+        &store,
+        &config,
+        &OpenIncident {
+            name: "Errors on sign-in".into(),
+            components: BTreeMap::from([("authentication".into(), ComponentStatus::MajorOutage)]),
+            ..OpenIncident::default()
+        },
+        now - 9_000,
+    )
+    .unwrap();
+    let id = incident.id.clone();
+    warden_status::incidents::resolve(
+        &store,
+        &config,
+        &id,
+        &UpdateIncident::default(),
+        now - 8_000,
+    )
+    .unwrap();
+    // Published through the console, which knows itself by its own address.
+    let console = Links {
+        base: "http://console.test:8081".into(),
+        static_files: false,
+    };
+    warden_status::postmortem::publish(&store, &config, &console, &id, None, now - 7_000).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let written = warden_status::export::export(&store, &config, dir.path(), now, None).unwrap();
+    let postmortem = dir.path().join(format!("postmortems/{id}.html"));
+    assert!(written.contains(&postmortem), "{written:?}");
+    let page = std::fs::read_to_string(&postmortem).unwrap();
+    assert!(page.contains("Postmortem: Errors on sign-in"), "{page}");
+    assert!(
+        page.contains(&format!("href=\"../incidents/{id}.html\"")),
+        "{page}"
+    );
+    assert!(page.contains("href=\"../index.html\""), "{page}");
+    let incident_page =
+        std::fs::read_to_string(dir.path().join(format!("incidents/{id}.html"))).unwrap();
+    assert!(
+        incident_page.contains(&format!(
+            "href=\"../postmortems/{id}.html\">Read the postmortem"
+        )),
+        "{incident_page}"
+    );
+    for path in &written {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            !text.contains("console.test") && !text.contains("/status/incidents/"),
+            "{} links to the console: {text}",
+            path.display()
+        );
+    }
+
+    // With a base URL, every link is absolute on it.
+    let dir = tempfile::tempdir().unwrap();
+    let base = "https://status.example.com";
+    warden_status::export::export(&store, &config, dir.path(), now, Some(base)).unwrap();
+    let index = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+    assert!(
+        index.contains(&format!("href=\"{base}/incidents/{id}.html\"")),
+        "{index}"
+    );
+    let incident_page =
+        std::fs::read_to_string(dir.path().join(format!("incidents/{id}.html"))).unwrap();
+    assert!(incident_page.contains(&format!("href=\"{base}/postmortems/{id}.html\"")));
+    let summary = std::fs::read_to_string(dir.path().join("api/v2/summary.json")).unwrap();
+    assert!(
+        summary.contains(&format!("\"url\":\"{base}/index.html\"")),
+        "{summary}"
+    );
+    let error =
+        warden_status::export::export(&store, &config, dir.path(), now, Some("status.example.com"))
+            .unwrap_err()
+            .to_string();
+    assert!(
+        error.contains("--base-url") && error.contains("https://"),
+        "{error}"
+    );
 }
 
 /// A form post to the subscriber routes.

@@ -218,6 +218,26 @@ impl Store {
         Ok(rows)
     }
 
+    /// Subscriber `subscriber`'s oldest unfinished delivery, when it is due at
+    /// `now_ms`: what it may be sent next without overtaking anything queued
+    /// before it.
+    pub fn next_due_delivery(
+        &self,
+        subscriber: &str,
+        now_ms: i64,
+    ) -> Result<Option<SubscriberDelivery>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM status_deliveries
+             WHERE subscriber_id = ?1 AND state IN ('pending', 'sending')
+             ORDER BY id LIMIT 1"
+        ))?;
+        let oldest = stmt
+            .query_row(params![subscriber], delivery_row)
+            .optional()?;
+        Ok(oldest.filter(|d| d.state == "pending" && d.next_attempt_ms <= now_ms))
+    }
+
     /// The deliveries of event `event_id`, by id.
     pub fn deliveries_of_event(&self, event_id: i64) -> Result<Vec<SubscriberDelivery>> {
         let conn = self.conn();
@@ -449,6 +469,25 @@ mod tests {
             "not yet due"
         );
         assert_eq!(store.due_deliveries(100, 10).unwrap().len(), 2);
+        store
+            .status_write(|tx| tx.enqueue_deliveries(8, &["a".into()], 300))
+            .unwrap();
+        // A subscriber's next one is its oldest unfinished, once due.
+        let next = store.next_due_delivery("a", 100).unwrap().unwrap();
+        assert_eq!(next.event_id, 7);
+        let mut delivered = next.clone();
+        delivered.state = "delivered".into();
+        store
+            .status_write(|tx| tx.put_delivery(&delivered))
+            .unwrap();
+        assert_eq!(store.next_due_delivery("a", 299).unwrap(), None);
+        assert_eq!(
+            store
+                .next_due_delivery("a", 300)
+                .unwrap()
+                .map(|d| d.event_id),
+            Some(8)
+        );
         let dropped = store
             .status_write(|tx| tx.drop_pending_deliveries("a"))
             .unwrap();

@@ -38,6 +38,12 @@ pub(crate) struct PostmortemArgs {
     /// written beside it (postmortem-INCIDENT-memory.svg), where the draft links it.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// The public version, for users (md or html): what happened, why, how it was
+    /// fixed and what changes, in words, without record citations, server
+    /// addresses, metric names or commands. It is what `warden postmortem publish`
+    /// publishes; edit it and publish it with --file.
+    #[arg(long)]
+    public: bool,
     #[command(flatten)]
     records: RecordsArgs,
 }
@@ -48,9 +54,11 @@ enum PostmortemCommand {
     /// with the incident (Statuspage's `postmortem_body`), the incident moves to
     /// `postmortem` with an update linking to /status/incidents/ID/postmortem.
     ///
-    /// Without --file the console publishes the draft it makes from its store;
-    /// with --file, the text given (the edited draft). Publishing again replaces the
-    /// text.
+    /// Without --file the console publishes the public version of the draft it
+    /// makes from its store (`warden postmortem INCIDENT --public`); with --file,
+    /// the text given, which must not hold what is for the team only (the draft's
+    /// instructions, internal addresses, metric names). Publishing again replaces
+    /// the text.
     Publish(PublishArgs),
 }
 
@@ -58,8 +66,8 @@ enum PostmortemCommand {
 struct PublishArgs {
     /// The incident's id; it must be resolved.
     incident: String,
-    /// The postmortem to publish, in Markdown (e.g. the draft of `warden postmortem
-    /// INCIDENT --out FILE`, edited) [default: the draft].
+    /// The postmortem to publish, in Markdown (e.g. `warden postmortem INCIDENT
+    /// --public --out FILE`, edited) [default: the public version of the draft].
     #[arg(long, value_name = "FILE")]
     file: Option<PathBuf>,
     #[command(flatten)]
@@ -81,7 +89,17 @@ enum Format {
 pub(crate) async fn run(args: PostmortemArgs) -> anyhow::Result<ExitCode> {
     match (args.command, args.incident) {
         (Some(PostmortemCommand::Publish(publish)), _) => publish_postmortem(publish).await,
-        (None, Some(incident)) => draft(&incident, args.format, args.out.as_deref(), &args.records),
+        (None, Some(_)) if args.public && args.format == Format::Json => anyhow::bail!(
+            "--public is a text for users: use it with --format md or html (json is the \
+             draft's figures with their sources)"
+        ),
+        (None, Some(incident)) => draft(
+            &incident,
+            args.format,
+            args.public,
+            args.out.as_deref(),
+            &args.records,
+        ),
         (None, None) => anyhow::bail!(
             "name the incident: `warden postmortem INCIDENT` (`warden incident list` shows them)"
         ),
@@ -91,6 +109,7 @@ pub(crate) async fn run(args: PostmortemArgs) -> anyhow::Result<ExitCode> {
 fn draft(
     incident: &str,
     format: Format,
+    public: bool,
     out: Option<&Path>,
     records: &RecordsArgs,
 ) -> anyhow::Result<ExitCode> {
@@ -102,6 +121,7 @@ fn draft(
         other => anyhow::anyhow!("cannot draft the postmortem: {other}"),
     })?;
     let text = match format {
+        Format::Md if public => postmortem.to_public_markdown(),
         Format::Md => postmortem.to_markdown(),
         Format::Json => format!("{}\n", serde_json::to_string_pretty(&postmortem)?),
         Format::Html => {
@@ -110,9 +130,12 @@ fn draft(
                 base: config.public_url().unwrap_or_default().to_owned(),
                 static_files: false,
             };
-            postmortem
-                .to_html(&config, &links)
-                .map_err(|e| anyhow::anyhow!("cannot render the postmortem: {e}"))?
+            if public {
+                postmortem.to_public_html(&config, &links)
+            } else {
+                postmortem.to_html(&config, &links)
+            }
+            .map_err(|e| anyhow::anyhow!("cannot render the postmortem: {e}"))?
         }
     };
     let Some(out) = out else {
@@ -125,7 +148,12 @@ fn draft(
             .parent()
             .unwrap_or_else(|| Path::new(""))
             .join(Postmortem::chart_file(&postmortem.incident.id));
-        write(&chart, &postmortem.chart_svg())?;
+        let svg = if public {
+            postmortem.public_chart_svg()
+        } else {
+            postmortem.chart_svg()
+        };
+        write(&chart, &svg)?;
         eprintln!(
             "wrote {} and its memory chart {}",
             out.display(),

@@ -241,6 +241,11 @@ pub(crate) enum SubscriberCommand {
 pub(crate) struct ExportArgs {
     /// Where to write the files (created if needed).
     dir: PathBuf,
+    /// Where the files will be served from, e.g. https://status.example.com: links
+    /// in the pages, JSON and feeds are absolute on it [default: `page.url` of the
+    /// status config, else relative links].
+    #[arg(long, env = "WARDEN_BASE_URL", value_name = "URL")]
+    base_url: Option<String>,
     #[command(flatten)]
     records: RecordsArgs,
     /// Print the files written as JSON.
@@ -658,8 +663,13 @@ fn start_time(text: &str) -> anyhow::Result<i64> {
 fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let (store, _) = args.records.store()?;
     let config = args.records.status_config()?;
-    let written =
-        warden_status::export::export(&store, &config, &args.dir, warden_store::now_ms())?;
+    let written = warden_status::export::export(
+        &store,
+        &config,
+        &args.dir,
+        warden_store::now_ms(),
+        args.base_url.as_deref(),
+    )?;
     if args.json {
         warden_telemetry::outln!("{}", serde_json::to_string_pretty(&written)?)?;
     } else {

@@ -286,19 +286,28 @@ async fn a_postmortem_is_drafted_from_the_records_and_published() {
         .unwrap();
     assert_eq!(incident["status"], "postmortem");
     assert_eq!(incident["incident_updates"][0]["status"], "postmortem");
+    // No public address is configured: the update does not send users to the
+    // console's; the incident's page links the postmortem.
+    let update = incident["incident_updates"][0]["body"].as_str().unwrap();
     assert!(
-        incident["incident_updates"][0]["body"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("/status/incidents/{id}/postmortem"))
+        update.contains("Read it on this incident's page") && !update.contains("127.0.0.1"),
+        "{update}"
     );
+    // What is published is the public version: in words, nothing of the team's.
+    let body = incident["postmortem_body"].as_str().unwrap();
     assert!(
-        incident["postmortem_body"]
-            .as_str()
-            .unwrap()
-            .contains("serde_json"),
+        body.contains("serde_json") && body.contains("## What we are changing"),
         "{incident:#}"
     );
+    for internal in [
+        "127.0.0.1",
+        "alert.firing",
+        "process_resident_memory_bytes",
+        "warden postmortem",
+        "Internal draft",
+    ] {
+        assert!(!body.contains(internal), "{internal} in {body}");
+    }
     assert!(incident["postmortem_published_at"].is_string());
     let page = get(&format!("{base}/status/incidents/{id}/postmortem")).await;
     assert_eq!(page.status(), 200);
@@ -316,6 +325,62 @@ async fn a_postmortem_is_drafted_from_the_records_and_published() {
         incident_page.contains("Read the postmortem"),
         "{incident_page}"
     );
+
+    // The team's draft is not for users: publishing it is refused, saying why.
+    let refused = warden(
+        &data,
+        console,
+        &[
+            "postmortem",
+            "publish",
+            &id,
+            "--file",
+            md_path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("the draft's instructions") && text(&refused).contains("--public"),
+        "{}",
+        text(&refused)
+    );
+    // The public version, edited, is.
+    let public = dir.path().join("public.md");
+    ok(warden(
+        &data,
+        console,
+        &[
+            "postmortem",
+            &id,
+            "--public",
+            "--out",
+            public.to_str().unwrap(),
+        ],
+    ));
+    let mut words = std::fs::read_to_string(&public).unwrap();
+    assert!(
+        !words.contains("127.0.0.1") && words.contains("serde_json"),
+        "{words}"
+    );
+    words.push_str("\nWe are sorry for the trouble.\n");
+    std::fs::write(&public, words).unwrap();
+    ok(warden(
+        &data,
+        console,
+        &[
+            "postmortem",
+            "publish",
+            &id,
+            "--file",
+            public.to_str().unwrap(),
+        ],
+    ));
+    let page = get(&format!("{base}/status/incidents/{id}/postmortem"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("We are sorry for the trouble."), "{page}");
 
     // The team's edit replaces it.
     let edited = dir.path().join("edited.md");

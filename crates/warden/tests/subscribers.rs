@@ -315,6 +315,16 @@ async fn subscribers_hear_of_each_update_exactly_once_across_a_restart() {
     );
     assert!(body.contains(&format!("/status/incidents/{id}")), "{body}");
     assert!(body.contains("/subscriptions/"), "{body}");
+    // The email names the update it tells of.
+    let first_update = incident["incident_updates"][0]["id"].as_str().unwrap();
+    assert!(
+        body.contains(&format!("Update ID: {first_update}")),
+        "{body}"
+    );
+    assert!(
+        headers.contains(&format!("X-Warden-Update: {first_update}")),
+        "{headers}"
+    );
 
     // The update-cadence reminder reaches the on-call notifier.
     let (_, reminder) = eventually("the on-call reminder", || {
@@ -806,5 +816,157 @@ async fn the_subscriber_cli_manages_webhooks_and_unconfirmed_sign_ups_expire() {
     assert_eq!(
         console.subscriber_state("email", "late@example.com").await,
         "active"
+    );
+}
+
+/// What a timed receiver got: (path, arrival, headers, payload), in order.
+type Arrivals = Arc<Mutex<Vec<(String, Instant, HeaderMap, Value)>>>;
+
+/// An HTTP receiver on loopback that notes when each request arrived: `/flaky`
+/// answers 500 to its second request, everything else 200.
+async fn timed_receiver() -> (String, Arrivals) {
+    let arrivals: Arrivals = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/{path}",
+            axum::routing::post(
+                |State(seen): State<Arrivals>,
+                 Path(path): Path<String>,
+                 headers: HeaderMap,
+                 body: Bytes| async move {
+                    let mut seen = seen.lock().unwrap();
+                    let before = seen.iter().filter(|(p, ..)| *p == path).count();
+                    let payload = serde_json::from_slice(&body).unwrap();
+                    seen.push((path.clone(), Instant::now(), headers, payload));
+                    if path == "flaky" && before == 1 {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    }
+                },
+            ),
+        )
+        .with_state(arrivals.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, arrivals)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_updates_reaches_webhooks_in_order_each_naming_its_update() {
+    let (hooks, arrivals) = timed_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(
+        dir.path().join("data/status.toml"),
+        "[subscribers]\nattempts = 3\ninitial_backoff = \"300ms\"\nmax_backoff = \"1s\"\n",
+    )
+    .unwrap();
+    let (_up, base) = start(dir.path(), &hooks);
+    let console = Console {
+        http: reqwest::Client::new(),
+        base,
+    };
+    wait_ready(&console.http, &format!("{}/status", console.base)).await;
+    for path in ["burst", "flaky"] {
+        console
+            .admin(
+                reqwest::Method::POST,
+                "/api/admin/subscribers",
+                Some(json!({"url": format!("{hooks}/{path}")})),
+            )
+            .await;
+    }
+
+    // An incident and nine more updates, posted as fast as the API takes them.
+    let incident = console
+        .admin(
+            reqwest::Method::POST,
+            "/api/admin/incidents",
+            Some(json!({"name": "Errors on the API", "components": {"api": "partial_outage"}})),
+        )
+        .await;
+    let id = incident["id"].as_str().unwrap().to_owned();
+    let statuses = ["identified", "monitoring", "investigating"];
+    for n in 1..10 {
+        console
+            .admin(
+                reqwest::Method::POST,
+                &format!("/api/admin/incidents/{id}/updates"),
+                Some(json!({"status": statuses[n % 3], "body": format!("Update number {n}.")})),
+            )
+            .await;
+    }
+    let listed = console
+        .admin(reqwest::Method::GET, "/api/v2/incidents.json", None)
+        .await;
+    let mut updates: Vec<Value> = listed["incidents"][0]["incident_updates"]
+        .as_array()
+        .unwrap()
+        .clone();
+    updates.reverse();
+    assert_eq!(updates.len(), 10);
+    let of = |path: &str| -> Vec<(Instant, HeaderMap, Value)> {
+        arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, ..)| p == path)
+            .map(|(_, at, h, v)| (*at, h.clone(), v.clone()))
+            .collect()
+    };
+    eventually("every update at both webhooks", || {
+        (of("burst").len() == 10 && of("flaky").len() == 11).then_some(())
+    })
+    .await;
+
+    // In order, each naming its own update and showing the incident as that
+    // update left it.
+    let burst = of("burst");
+    for (n, ((_, headers, payload), update)) in burst.iter().zip(&updates).enumerate() {
+        assert_eq!(payload["meta"]["update_id"], update["id"], "delivery {n}");
+        assert_eq!(headers["x-warden-update"].to_str().unwrap(), update["id"]);
+        assert_eq!(payload["update"]["body"], update["body"], "delivery {n}");
+        assert_eq!(
+            payload["incident"]["status"], update["status"],
+            "delivery {n}"
+        );
+        assert_eq!(
+            payload["incident"]["incident_updates"][0]["id"], update["id"],
+            "delivery {n}"
+        );
+    }
+    // Within seconds, not one a second: ten deliveries paced a second apart take
+    // nine seconds from the first to the last.
+    let spread = burst[9].0 - burst[0].0;
+    assert!(
+        spread < Duration::from_secs(5),
+        "the burst took {spread:?} to arrive"
+    );
+
+    // The flaky receiver failed the second update once: its retry names the same
+    // update, with the incident as of then, and the updates after it waited.
+    let flaky = of("flaky");
+    let named: Vec<&Value> = flaky
+        .iter()
+        .map(|(_, _, p)| &p["meta"]["update_id"])
+        .collect();
+    let mut expected: Vec<&Value> = updates.iter().map(|u| &u["id"]).collect();
+    expected.insert(2, &updates[1]["id"]);
+    assert_eq!(named, expected);
+    let (failed, retried) = (&flaky[1], &flaky[2]);
+    assert_eq!(
+        failed.1["x-warden-delivery"],
+        retried.1["x-warden-delivery"]
+    );
+    assert_eq!(retried.2["incident"]["status"], updates[1]["status"]);
+    assert_eq!(retried.2["update"]["body"], "Update number 1.");
+    assert_eq!(
+        retried.2["incident"]["incident_updates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
     );
 }
