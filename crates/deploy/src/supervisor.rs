@@ -142,6 +142,7 @@ pub async fn supervise(
             ready = wait_ready(&instance, &mut child) => ready,
             () = stopped(&mut stop) => {
                 terminate(&mut child).await;
+                record(&context.store, "instance.stopped", &spec, serde_json::json!({ "pid": pid }));
                 return;
             }
         };
@@ -168,6 +169,8 @@ pub async fn supervise(
                 backend.set_ready(false);
                 terminate(&mut child).await;
                 unpublish(&context, &instance);
+                // So the dashboard and the timeline show it stopped, not "up" forever.
+                record(&context.store, "instance.stopped", &spec, serde_json::json!({ "pid": pid }));
                 return;
             }
         };

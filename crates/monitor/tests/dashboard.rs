@@ -753,3 +753,250 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// A store with `minutes` of scrapes every 5 s, ending now, from each key's
+/// `scrape`, plus `warden_memory_limit_bytes` of `limit` bytes.
+fn store_with(keys: &[(&str, &str)], minutes: i64, limit: f64) -> (Store, i64) {
+    let store = Store::in_memory().unwrap();
+    let now = warden_store::now_ms();
+    let count = minutes * 12;
+    for i in 0..count {
+        let at = now - (count - 1 - i) * 5_000;
+        let mut samples = Vec::new();
+        for &key in keys {
+            samples.extend(scrape(key, i, 0.0));
+            samples.push(Sample {
+                name: "warden_memory_limit_bytes".to_owned(),
+                labels: labels(key, &[]),
+                value: limit,
+            });
+        }
+        store.append_samples(at, &samples).unwrap();
+    }
+    (store, now)
+}
+
+/// The status badge of `instance`'s row in the instances table.
+fn status_of<'a>(page: &'a str, instance: &str) -> &'a str {
+    let table = section(page, r#"id="instances""#, "</section>");
+    let row = section(
+        table,
+        &format!(r#"<td class="code">{instance}</td>"#),
+        "</tr>",
+    );
+    let badge = section(row, r#"<span class="badge "#, "</span>");
+    &badge[badge.find('>').unwrap() + 1..]
+}
+
+#[tokio::test]
+async fn a_stopped_or_silent_instance_is_not_shown_up() {
+    const V3: (&str, &str) = ("v3", "127.0.0.1:9003");
+    let (store, now) = store_with(&[V1, V2], 20, 2e9);
+    // v3 was scraped until 2 minutes ago, then nothing: no longer known to be up.
+    for i in 0..12 {
+        store
+            .append_samples(now - 3 * MINUTE + i * 5_000, &scrape(V3, i, 0.0))
+            .unwrap();
+    }
+    let app = app(store.clone());
+    let (_, _, page) = get(&app, "/").await;
+    assert_eq!(status_of(&page, V1.1), "up");
+    assert_eq!(status_of(&page, V2.1), "up");
+    assert_eq!(status_of(&page, V3.1), "stale");
+
+    // The supervisor stops v2 (a rollback): its last sample said up, the event wins.
+    event(
+        &store,
+        warden_store::now_ms(),
+        "instance.stopped",
+        V2.0,
+        json!({"instance": V2.1, "pid": 77}),
+    );
+    let (_, _, page) = get(&app, "/").await;
+    assert_eq!(status_of(&page, V2.1), "stopped");
+    assert_eq!(
+        status_of(&page, V1.1),
+        "up",
+        "only v2's event counts for v2"
+    );
+
+    // Started again and scraped: up again.
+    event(
+        &store,
+        warden_store::now_ms(),
+        "instance.started",
+        V2.0,
+        json!({"instance": V2.1, "pid": 78}),
+    );
+    store
+        .append_samples(warden_store::now_ms() + 1, &scrape(V2, 0, 0.0))
+        .unwrap();
+    let (_, _, page) = get(&app, "/").await;
+    assert_eq!(status_of(&page, V2.1), "up");
+}
+
+/// The labels of the y axis of a chart, bottom first.
+fn y_labels(svg: &str) -> Vec<String> {
+    let axis = section(svg, r#"<g class="y-axis">"#, "</g>");
+    axis.split("<text ")
+        .skip(1)
+        .map(|t| t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()].to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn memory_charts_start_at_zero_and_draw_the_memory_limit() {
+    // RSS about 60 MB, 1-2 MB of wave: on an axis from 0 it reads flat, as it is.
+    let (store, _) = store_with(&[V1], 30, 100e6);
+    let (_, _, page) = get(&app(store), "/").await;
+    for slug in ["rss", "heap"] {
+        let svg = chart(&page, slug);
+        let labels = y_labels(svg);
+        assert_eq!(
+            labels.first().map(String::as_str),
+            Some("0 MB"),
+            "{slug}: {labels:?}"
+        );
+        assert!(
+            svg.contains("memory limit 100 MB"),
+            "{slug}: the limit is named"
+        );
+    }
+    let svg = chart(&page, "rss");
+    assert!(svg.contains(r#"<g class="limit">"#), "the limit is drawn");
+    let top: f64 = y_labels(svg)
+        .last()
+        .unwrap()
+        .trim_end_matches(" MB")
+        .parse()
+        .unwrap();
+    assert!(top >= 100.0, "the axis reaches the limit: top {top}");
+
+    // A limit far above the values (a machine's RAM) would flatten every line: it is
+    // named, not drawn.
+    let (store, _) = store_with(&[V1], 30, 24e9);
+    let (_, _, page) = get(&app(store), "/").await;
+    let svg = chart(&page, "rss");
+    assert!(!svg.contains(r#"<g class="limit">"#));
+    assert!(
+        svg.contains("memory limit 24,000 MB: far above this axis"),
+        "{svg}"
+    );
+    let top: f64 = y_labels(svg)
+        .last()
+        .unwrap()
+        .trim_end_matches(" MB")
+        .parse()
+        .unwrap();
+    assert!(top < 100.0, "the axis fits the values, not the RAM");
+}
+
+/// `scrape`'s p99 replaced by `p99` for the `i`th sample.
+fn latency_store(p99: impl Fn(i64) -> f64) -> Store {
+    let store = Store::in_memory().unwrap();
+    let now = warden_store::now_ms();
+    for i in 0..360 {
+        let mut samples = scrape(V1, i, 0.0);
+        for s in &mut samples {
+            if s.name == "warden:latency_p99_seconds" {
+                s.value = p99(i);
+            }
+        }
+        store
+            .append_samples(now - (359 - i) * 10_000, &samples)
+            .unwrap();
+    }
+    store
+}
+
+#[tokio::test]
+async fn a_lone_start_up_spike_does_not_set_the_latency_axis() {
+    // 85 ms all along, 3 s for the first scrape after start.
+    let store = latency_store(|i| if i == 2 { 3.0 } else { 0.085 });
+    let (_, _, page) = get(&app(store), "/").await;
+    let svg = chart(&page, "latency");
+    let top: f64 = y_labels(svg)
+        .last()
+        .unwrap()
+        .trim_end_matches(" ms")
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    assert!(top <= 200.0, "the axis fits 85 ms, not 3 s: top {top}");
+    assert!(
+        svg.contains("↑ 1 value above the axis, up to 3,000 ms"),
+        "the spike is named: {svg}"
+    );
+
+    // A sustained rise is what the chart is for: never cut.
+    let store = latency_store(|i| if i >= 300 { 0.9 } else { 0.085 });
+    let (_, _, page) = get(&app(store), "/").await;
+    let svg = chart(&page, "latency");
+    assert!(!svg.contains("above the axis"), "{svg}");
+    let top: f64 = y_labels(svg)
+        .last()
+        .unwrap()
+        .trim_end_matches(" ms")
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    assert!(top >= 900.0, "the rise is on the axis: top {top}");
+}
+
+/// The x coordinate where the first line of `svg` starts.
+fn first_x(svg: &str) -> f64 {
+    let path = section(svg, r#"class="series""#, "/>");
+    let d = section(path, r#"d="M"#, " ");
+    d[4..].parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_new_installs_first_minutes_fill_the_default_range() {
+    let (store, _) = store_with(&[V1], 8, 2e9);
+    let app = app(store);
+    let (_, _, page) = get(&app, "/").await;
+    assert!(
+        page.contains(r#"<span class="fitted">since the first sample"#),
+        "the page says the range was fitted"
+    );
+    assert!(
+        !page.contains(r#"aria-current="page""#),
+        "no range is current"
+    );
+    let svg = chart(&page, "rss");
+    assert!(
+        first_x(svg) < 160.0,
+        "the line starts near the left edge, not at the right: {}",
+        first_x(svg)
+    );
+    // Its own image fits the same way.
+    let (_, _, alone) = get(&app, "/charts/rss.svg").await;
+    assert!(first_x(&alone) < 160.0);
+
+    // A range asked for is kept as asked.
+    let (_, _, page) = get(&app, "/?range=1h").await;
+    assert!(!page.contains(r#"class="fitted""#));
+    assert!(page.contains(r#"aria-current="page">1h<"#));
+    assert!(first_x(chart(&page, "rss")) > 500.0, "8 minutes of an hour");
+}
+
+#[tokio::test]
+async fn no_two_series_share_a_colour() {
+    let keys: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("v{}", i % 3), format!("127.0.0.1:{}", 9000 + i)))
+        .collect();
+    let keys: Vec<(&str, &str)> = keys.iter().map(|(r, i)| (r.as_str(), i.as_str())).collect();
+    let (store, _) = store_with(&keys, 2, 2e9);
+    let (_, _, page) = get(&app(store), "/?range=15m").await;
+    let svg = chart(&page, "rss");
+    let colours: Vec<&str> = svg
+        .match_indices(r#"class="series""#)
+        .map(|(i, _)| {
+            let stroke = section(&svg[i..], r#"stroke=""#, "\" ");
+            &stroke[8..]
+        })
+        .collect();
+    assert_eq!(colours.len(), 30);
+    let distinct: std::collections::BTreeSet<&str> = colours.iter().copied().collect();
+    assert_eq!(distinct.len(), 30, "{colours:?}");
+}

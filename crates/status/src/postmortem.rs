@@ -1185,7 +1185,7 @@ fn memory_series(
                         "{} {release} · {instance}",
                         if dashed { "heap" } else { "RSS" }
                     ),
-                    color,
+                    color: color.to_owned(),
                     dashed,
                     points: data
                         .points
@@ -1430,7 +1430,9 @@ impl Postmortem {
             &Chart {
                 title: "Memory around the incident: RSS (solid) and heap allocated (dashed)",
                 unit: Unit::Megabytes,
-                zero_based: false,
+                zero_based: true,
+                clip_outliers: false,
+                limit: None,
                 from_ms: self.chart.from_ms,
                 to_ms: self.chart.to_ms,
                 lines: self.chart.lines.iter().map(|l| l.line.clone()).collect(),
@@ -1448,7 +1450,9 @@ impl Postmortem {
             &Chart {
                 title: "Memory used by the service around the incident",
                 unit: Unit::Megabytes,
-                zero_based: false,
+                zero_based: true,
+                clip_outliers: false,
+                limit: None,
                 from_ms: self.chart.from_ms,
                 to_ms: self.chart.to_ms,
                 lines: self

@@ -174,12 +174,26 @@ pub struct Line {
     /// The legend's text for it, e.g. `v2 · 127.0.0.1:9001`.
     pub label: String,
     /// Its colour (a CSS colour from the dashboard's palette).
-    pub color: &'static str,
+    pub color: String,
     /// Dashed (a secondary line of the same series, e.g. the p50 beside the p99).
     pub dashed: bool,
     /// `(unix ms, value in the chart's unit)`, oldest first.
     pub points: Vec<(i64, f64)>,
 }
+
+/// A horizontal line at a limit, e.g. the memory limit an instance is killed at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limit {
+    /// Its value in the chart's unit.
+    pub value: f64,
+    /// What it is, as the legend says it (`memory limit`).
+    pub label: &'static str,
+}
+
+const LIMIT_COLOR: &str = "#b91c1c";
+/// A limit this many times above the highest value is not drawn (it would flatten
+/// every line to the bottom); the chart says where it is instead.
+const LIMIT_SHOWN_WITHIN: f64 = 4.0;
 
 /// Everything a chart shows.
 #[derive(Debug, Clone)]
@@ -188,8 +202,14 @@ pub struct Chart<'a> {
     pub title: &'a str,
     /// The unit of the y axis.
     pub unit: Unit,
-    /// Whether the y axis starts at zero. Memory does not: its slope is what matters.
+    /// Whether the y axis starts at zero, so a rise is seen at its true size.
     pub zero_based: bool,
+    /// Whether a few extreme values (a start-up latency spike) may run off the top of
+    /// the axis instead of squashing every other value into its bottom.
+    pub clip_outliers: bool,
+    /// A horizontal line for a limit the values must stay under (the memory limit),
+    /// in the chart's unit.
+    pub limit: Option<Limit>,
     /// The time range shown (unix ms).
     pub from_ms: i64,
     /// The end of the time range shown (unix ms).
@@ -294,17 +314,43 @@ struct Plot<'c, 'a> {
     top: f64,
     bottom: f64,
     y_axis: Axis,
+    /// The limit line, when it is close enough to the values to be drawn.
+    limit_drawn: Option<&'c Limit>,
+    /// Values above the axis' top: how many, and the highest.
+    clipped: Option<(usize, f64)>,
 }
 
 impl<'c, 'a> Plot<'c, 'a> {
     fn new(chart: &'c Chart<'a>, framing: Framing) -> Self {
-        let values = chart.lines.iter().flat_map(|l| {
-            l.points
-                .iter()
-                .filter(|&&(t, v)| in_range(chart, t) && v.is_finite())
-                .map(|&(_, v)| v)
-        });
-        let y_axis = Axis::for_values(values, chart.unit, chart.zero_based);
+        let values: Vec<f64> = chart
+            .lines
+            .iter()
+            .flat_map(|l| {
+                l.points
+                    .iter()
+                    .filter(|&&(t, v)| in_range(chart, t) && v.is_finite())
+                    .map(|&(_, v)| v)
+            })
+            .collect();
+        let highest = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let limit_drawn = chart
+            .limit
+            .as_ref()
+            .filter(|l| l.value.is_finite() && l.value > 0.0)
+            .filter(|l| l.value <= highest.max(0.0) * LIMIT_SHOWN_WITHIN);
+        let top = if chart.clip_outliers {
+            outlier_ceiling(&values)
+        } else {
+            None
+        };
+        let axis_values = values
+            .iter()
+            .copied()
+            .map(|v| top.map_or(v, |top| v.min(top)))
+            .chain(limit_drawn.map(|l| l.value));
+        let y_axis = Axis::for_values(axis_values, chart.unit, chart.zero_based);
+        let above = values.iter().filter(|&&v| v > y_axis.max).count();
+        let clipped = (above > 0).then_some((above, highest));
         let widest_label = y_axis
             .ticks()
             .map(|v| chart.unit.format(v, y_axis.decimals).chars().count())
@@ -324,6 +370,8 @@ impl<'c, 'a> Plot<'c, 'a> {
             top,
             bottom: top + PLOT_HEIGHT,
             y_axis,
+            limit_drawn,
+            clipped,
         }
     }
 
@@ -350,7 +398,9 @@ impl<'c, 'a> Plot<'c, 'a> {
         }
         self.grid_and_axes(&mut svg);
         self.markers(&mut svg);
+        self.limit(&mut svg);
         self.lines(&mut svg);
+        self.notes(&mut svg);
         draw_legend(&mut svg, &rows, legend_top);
         svg.push_str("</svg>");
         svg
@@ -450,7 +500,7 @@ impl<'c, 'a> Plot<'c, 'a> {
                         r#"<circle cx="{}" cy="{}" r="2.5" fill="{}"/>"#,
                         f(self.x(*t)),
                         f(self.y(*v)),
-                        line.color
+                        &line.color
                     );
                     continue;
                 }
@@ -479,11 +529,60 @@ impl<'c, 'a> Plot<'c, 'a> {
                     svg,
                     r#"<path class="series" data-points="{n}" d="{d}" fill="none" stroke="{color}" stroke-width="1.8" stroke-linejoin="round" stroke-linecap="round"{dash}/>"#,
                     n = points.len(),
-                    color = line.color,
+                    color = &line.color,
                 );
             }
             svg.push_str(&dots);
             svg.push_str("</g>");
+        }
+    }
+
+    fn limit(&self, svg: &mut String) {
+        let Some(limit) = self.limit_drawn else {
+            return;
+        };
+        let y = self.y(limit.value);
+        let _ = write!(
+            svg,
+            r#"<g class="limit"><title>{label}: {value}</title><line x1="{l}" x2="{r}" y1="{y}" y2="{y}" stroke="{LIMIT_COLOR}" stroke-width="1.5" stroke-dasharray="8 3 2 3"/><text x="{r}" y="{ty}" text-anchor="end" fill="{LIMIT_COLOR}" font-size="10.5">{label} {value}</text></g>"#,
+            label = escape(limit.label),
+            value = escape(&self.chart.unit.format_reading(limit.value)),
+            l = f(self.left),
+            r = f(self.right - 2.0),
+            y = f(y),
+            ty = f(y - 4.0),
+        );
+    }
+
+    /// What the plot cannot show: values above its top, a limit far above it.
+    fn notes(&self, svg: &mut String) {
+        let mut notes = Vec::new();
+        if let Some((count, highest)) = self.clipped {
+            notes.push(format!(
+                "↑ {count} {} above the axis, up to {}",
+                if count == 1 { "value" } else { "values" },
+                self.chart.unit.format_reading(highest)
+            ));
+        }
+        if let Some(limit) = &self.chart.limit
+            && self.limit_drawn.is_none()
+            && limit.value.is_finite()
+            && limit.value > 0.0
+        {
+            notes.push(format!(
+                "{} {}: far above this axis",
+                limit.label,
+                self.chart.unit.format_reading(limit.value)
+            ));
+        }
+        for (i, note) in notes.iter().enumerate() {
+            let _ = write!(
+                svg,
+                r#"<text class="chart-note" x="{x}" y="{y}" fill="{MUTED}" font-size="10.5">{text}</text>"#,
+                x = f(self.left + 6.0),
+                y = f((i as f64).mul_add(13.0, self.top + 11.0)),
+                text = escape(note),
+            );
         }
     }
 
@@ -495,7 +594,7 @@ impl<'c, 'a> Plot<'c, 'a> {
             .filter(|l| l.points.iter().any(|&(t, _)| in_range(self.chart, t)))
             .map(|l| LegendItem {
                 text: l.label.clone(),
-                color: l.color,
+                color: l.color.clone(),
                 swatch: if l.dashed {
                     Swatch::Dashed
                 } else {
@@ -516,7 +615,7 @@ impl<'c, 'a> Plot<'c, 'a> {
             {
                 items.push(LegendItem {
                     text: kind.label().to_owned(),
-                    color: kind.color(),
+                    color: kind.color().to_owned(),
                     swatch: Swatch::Marker,
                 });
             }
@@ -565,7 +664,7 @@ enum Swatch {
 
 struct LegendItem {
     text: String,
-    color: &'static str,
+    color: String,
     swatch: Swatch,
 }
 
@@ -614,7 +713,7 @@ fn draw_legend(svg: &mut String, rows: &[Vec<(f64, &LegendItem)>], top: f64) {
                         x = f(x),
                         x2 = f(x + 16.0),
                         mid = f(mid),
-                        c = item.color,
+                        c = &item.color,
                     );
                 }
                 Swatch::Marker => {
@@ -625,7 +724,7 @@ fn draw_legend(svg: &mut String, rows: &[Vec<(f64, &LegendItem)>], top: f64) {
                         xl = f(x + 4.0),
                         y1 = f(y - 2.0),
                         y2 = f(y + 11.0),
-                        c = item.color,
+                        c = &item.color,
                     );
                 }
             }
@@ -699,6 +798,22 @@ impl Axis {
         let count = ((self.max - self.min) / self.step).round() as usize;
         (0..=count).map(move |i| (i as f64).mul_add(self.step, self.min))
     }
+}
+
+/// The top of the axis when a few values would otherwise set it: when the highest
+/// value is more than three times the 98th percentile, the axis ends at 1.5 times
+/// that percentile and the few values above run off its top. A sustained rise
+/// (more than 2% of the values) moves the percentile and is never cut.
+fn outlier_ceiling(values: &[f64]) -> Option<f64> {
+    if values.len() < 20 {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let index = ((sorted.len() - 1) as f64 * 0.98).round() as usize;
+    let typical = sorted[index];
+    let highest = sorted[sorted.len() - 1];
+    (typical > 0.0 && highest > typical * 3.0).then_some(typical * 1.5)
 }
 
 /// The round number (1, 2 or 5 times a power of ten) at or above `raw`.
@@ -916,6 +1031,8 @@ mod tests {
             title: "Resident memory",
             unit: Unit::Megabytes,
             zero_based: false,
+            clip_outliers: false,
+            limit: None,
             from_ms: 0,
             to_ms: HOUR,
             lines,
@@ -968,7 +1085,7 @@ mod tests {
     fn labels_and_titles_are_escaped() {
         let lines = vec![Line {
             label: "<script>alert(1)</script>".into(),
-            color: "#000",
+            color: "#000".into(),
             dashed: false,
             points: vec![(0, 1e8), (60_000, 1.1e8)],
         }];

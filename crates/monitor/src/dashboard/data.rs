@@ -26,6 +26,10 @@ pub struct ChartSpec {
     pub unit: Unit,
     /// Whether the y axis starts at zero.
     pub zero_based: bool,
+    /// Whether a few extreme values may run off the top of the axis.
+    pub clip_outliers: bool,
+    /// A metric whose latest value is drawn as a limit line (`memory limit`).
+    pub limit: Option<(&'static str, &'static str)>,
     /// The metrics drawn.
     pub queries: &'static [MetricQuery],
 }
@@ -52,14 +56,19 @@ const fn metric(name: &'static str) -> MetricQuery {
     }
 }
 
+/// The memory limit each instance reports (its cgroup's, or the machine's RAM).
+const MEMORY_LIMIT: &str = "warden_memory_limit_bytes";
+
 /// The dashboard's charts, in page order.
 pub const CHARTS: &[ChartSpec] = &[
     ChartSpec {
         slug: "rss",
         title: "Resident memory (RSS)",
-        caption: "What the kernel holds for each instance.",
+        caption: "What the kernel holds for each instance, against its memory limit.",
         unit: Unit::Megabytes,
-        zero_based: false,
+        zero_based: true,
+        clip_outliers: false,
+        limit: Some((MEMORY_LIMIT, "memory limit")),
         queries: &[metric("process_resident_memory_bytes")],
     },
     ChartSpec {
@@ -67,7 +76,9 @@ pub const CHARTS: &[ChartSpec] = &[
         title: "Heap allocated",
         caption: "Live heap allocations (jemalloc). A leak is a floor that keeps rising.",
         unit: Unit::Megabytes,
-        zero_based: false,
+        zero_based: true,
+        clip_outliers: false,
+        limit: Some((MEMORY_LIMIT, "memory limit")),
         queries: &[MetricQuery {
             matchers: &[("kind", "allocated")],
             ..metric("warden_heap_bytes")
@@ -77,6 +88,8 @@ pub const CHARTS: &[ChartSpec] = &[
         slug: "request-rate",
         title: "Request rate",
         caption: "Requests served per second.",
+        clip_outliers: false,
+        limit: None,
         unit: Unit::RequestsPerSecond,
         zero_based: true,
         queries: &[metric("warden:request_rate")],
@@ -85,6 +98,8 @@ pub const CHARTS: &[ChartSpec] = &[
         slug: "error-ratio",
         title: "5xx ratio",
         caption: "Share of responses that were server errors.",
+        clip_outliers: false,
+        limit: None,
         unit: Unit::Percent,
         zero_based: true,
         queries: &[metric("warden:error_ratio")],
@@ -92,9 +107,11 @@ pub const CHARTS: &[ChartSpec] = &[
     ChartSpec {
         slug: "latency",
         title: "Latency p50 / p99",
-        caption: "Response time: p99 solid, p50 dashed.",
+        caption: "Response time: p99 solid, p50 dashed. A lone spike (start-up) runs off the top.",
         unit: Unit::Milliseconds,
         zero_based: true,
+        clip_outliers: true,
+        limit: None,
         queries: &[
             MetricQuery {
                 variant: Some("p99"),
@@ -183,13 +200,27 @@ impl SeriesKey {
 
 /// Series colours: distinct on a white background and from the marker colours
 /// (which are dashed, so they read as events, not data).
-const PALETTE: [&str; 8] = [
+const PALETTE: [&str; 10] = [
     "#2563eb", "#ea580c", "#0d9488", "#db2777", "#ca8a04", "#0891b2", "#92400e", "#6366f1",
+    "#4d7c0f", "#9333ea",
 ];
+
+/// The colour of the `index`th series: the palette, then hues a golden angle apart
+/// at two lightnesses, so no two series of a page share a colour however many
+/// there are.
+fn color_of(index: usize) -> String {
+    if let Some(color) = PALETTE.get(index) {
+        return (*color).to_owned();
+    }
+    let n = (index - PALETTE.len()) as f64;
+    let hue = n.mul_add(137.507_764, 17.0) % 360.0;
+    let lightness = if index % 2 == 0 { 36.0 } else { 48.0 };
+    format!("hsl({hue:.1} 70% {lightness:.0}%)")
+}
 
 /// The colour of each series key, stable across the page's charts and filters.
 #[derive(Debug, Clone, Default)]
-pub struct Colors(BTreeMap<SeriesKey, &'static str>);
+pub struct Colors(BTreeMap<SeriesKey, String>);
 
 impl Colors {
     fn new<'k>(keys: impl IntoIterator<Item = &'k SeriesKey>) -> Self {
@@ -197,15 +228,15 @@ impl Colors {
         Self(
             keys.into_iter()
                 .enumerate()
-                .map(|(i, k)| (k.clone(), PALETTE[i % PALETTE.len()]))
+                .map(|(i, k)| (k.clone(), color_of(i)))
                 .collect(),
         )
     }
 
     /// The colour of `key`.
     #[must_use]
-    pub fn of(&self, key: &SeriesKey) -> &'static str {
-        self.0.get(key).copied().unwrap_or(PALETTE[0])
+    pub fn of(&self, key: &SeriesKey) -> String {
+        self.0.get(key).cloned().unwrap_or_else(|| color_of(0))
     }
 }
 
@@ -216,6 +247,8 @@ pub struct ChartData {
     pub spec: &'static ChartSpec,
     /// Per query of the spec, its series.
     pub series: Vec<(&'static MetricQuery, Vec<SeriesData>)>,
+    /// The spec's limit: the lowest latest value of its metric (base units).
+    pub limit: Option<f64>,
 }
 
 impl ChartData {
@@ -248,6 +281,16 @@ impl ChartData {
         }
         lines.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         lines.into_iter().map(|(_, _, line)| line).collect()
+    }
+
+    /// The limit line, in the chart's unit.
+    #[must_use]
+    pub fn limit_line(&self) -> Option<super::chart::Limit> {
+        let ((_, label), value) = self.spec.limit.zip(self.limit)?;
+        Some(super::chart::Limit {
+            value: self.spec.unit.convert(value),
+            label,
+        })
     }
 
     /// The latest value of the chart's first metric for `key`, in the chart's unit.
@@ -370,6 +413,8 @@ pub struct LogEvent {
     pub kind: String,
     /// The release it concerns, if any.
     pub release: String,
+    /// The instance it concerns, if any.
+    pub instance: String,
     /// Its payload's summary, if it has one.
     pub summary: String,
 }
@@ -458,15 +503,76 @@ pub struct Snapshot {
     pub events: Vec<LogEvent>,
 }
 
+/// How long an instance may go unscraped before its last `up` sample is no longer
+/// taken as its state (six scrapes at the default interval).
+pub const STALE_AFTER_MS: i64 = 30_000;
+
+/// What the instances table says of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceStatus {
+    /// Its latest scrape answered.
+    Up,
+    /// Its latest scrape failed.
+    Down,
+    /// The supervisor stopped it (a rollback, the end of a bake window, shutdown).
+    Stopped,
+    /// It exited on its own (a crash) and was not seen again.
+    Exited,
+    /// Found dead, e.g. when the control plane restarted after a crash.
+    Lost,
+    /// Not scraped for [`STALE_AFTER_MS`]: its last state is no longer known.
+    Stale,
+    /// Never scraped in the range.
+    Unknown,
+}
+
+impl InstanceStatus {
+    /// The word shown, also the badge's CSS class.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::Stopped => "stopped",
+            Self::Exited => "exited",
+            Self::Lost => "lost",
+            Self::Stale => "stale",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// From the latest `up` sample and the latest instance event of one instance:
+    /// an event that ends the instance and is not older than the sample wins; a
+    /// sample older than [`STALE_AFTER_MS`] is stale.
+    fn of(up: Option<(i64, f64)>, event: Option<&LogEvent>, now_ms: i64) -> Self {
+        if let Some(event) = event
+            && event.kind != "instance.started"
+            && up.is_none_or(|(t, _)| event.at_ms >= t)
+        {
+            return match event.kind.as_str() {
+                "instance.stopped" => Self::Stopped,
+                "instance.exited" => Self::Exited,
+                _ => Self::Lost,
+            };
+        }
+        match up {
+            Some((t, _)) if now_ms.saturating_sub(t) > STALE_AFTER_MS => Self::Stale,
+            Some((_, v)) if v >= 0.5 => Self::Up,
+            Some(_) => Self::Down,
+            None => Self::Unknown,
+        }
+    }
+}
+
 /// The current values of one series key, for the instances table.
 #[derive(Debug, Clone)]
 pub struct InstanceRow {
     /// Which series.
     pub key: SeriesKey,
     /// Its colour in the charts.
-    pub color: &'static str,
-    /// `Some(true)` if the latest `up` sample is 1.
-    pub up: Option<bool>,
+    pub color: String,
+    /// Whether it runs, from its latest `up` sample and instance event.
+    pub status: InstanceStatus,
     /// When it was last scraped (unix ms).
     pub last_seen_ms: Option<i64>,
     /// Latest value of each chart's first metric, formatted; `None` if absent.
@@ -495,7 +601,20 @@ impl Snapshot {
                 all.extend_from_slice(query.matchers);
                 series.push((query, store.query(query.name, &all, from, to)?));
             }
-            charts.push(ChartData { spec, series });
+            let limit = match spec.limit {
+                Some((metric, _)) => store
+                    .query(metric, &matchers, from, to)?
+                    .iter()
+                    .filter_map(|s| s.points.last().map(|&(_, v)| v))
+                    .filter(|v| v.is_finite() && *v > 0.0)
+                    .reduce(f64::min),
+                None => None,
+            };
+            charts.push(ChartData {
+                spec,
+                series,
+                limit,
+            });
         }
 
         let up_all = store.query("up", &[], from, to)?;
@@ -584,6 +703,7 @@ impl Snapshot {
                         .unwrap_or_default(),
                     kind: event.kind,
                     release: event.release.unwrap_or_default(),
+                    instance: instance.unwrap_or_default(),
                 });
             }
         }
@@ -624,9 +744,20 @@ impl Snapshot {
         })
     }
 
-    /// One row per series key with data in the (filtered) range.
+    /// The time of the oldest sample read, if any.
     #[must_use]
-    pub fn instance_rows(&self) -> Vec<InstanceRow> {
+    pub fn first_ms(&self) -> Option<i64> {
+        self.charts
+            .iter()
+            .flat_map(|c| c.series.iter().flat_map(|(_, s)| s.iter()))
+            .filter_map(|s| s.points.first().map(|&(t, _)| t))
+            .chain(self.up.values().map(|&(t, _)| t))
+            .min()
+    }
+
+    /// One row per series key with data in the (filtered) range, as of `now_ms`.
+    #[must_use]
+    pub fn instance_rows(&self, now_ms: i64) -> Vec<InstanceRow> {
         let keys: BTreeSet<SeriesKey> = self
             .up
             .keys()
@@ -646,9 +777,15 @@ impl Snapshot {
                     .filter_map(|c| c.latest(&key).map(|(t, _)| t))
                     .chain(up.map(|(t, _)| t))
                     .max();
+                // Newest first: the first one of this instance is its latest.
+                let event = self.events.iter().find(|e| {
+                    e.kind.starts_with("instance.")
+                        && e.release == key.release
+                        && e.instance == key.instance
+                });
                 InstanceRow {
                     color: self.colors.of(&key),
-                    up: up.map(|(_, v)| v >= 0.5),
+                    status: InstanceStatus::of(up, event, now_ms),
                     last_seen_ms,
                     readings: self
                         .charts

@@ -127,6 +127,9 @@ impl Range {
     }
 }
 
+/// The shortest range a view fitted to its data shows.
+const FIT_MIN_MS: i64 = 5 * 60_000;
+
 /// The query every route takes.
 #[derive(Debug, Default, Deserialize)]
 struct Params {
@@ -139,6 +142,11 @@ struct Params {
 #[derive(Debug, Clone)]
 struct View {
     range: Range,
+    /// Whether the query named the range; without one, the hour shrinks to the data
+    /// of a new install (see [`View::fit`]).
+    explicit: bool,
+    /// Whether [`View::fit`] shortened the range.
+    fitted: bool,
     selection: Selection,
     now_ms: i64,
 }
@@ -154,6 +162,11 @@ impl View {
         let now_ms = warden_store::now_ms();
         Ok(Self {
             range,
+            explicit: params
+                .range
+                .as_deref()
+                .is_some_and(|r| !r.trim().is_empty()),
+            fitted: false,
             selection: Selection {
                 from_ms: now_ms - range.millis(),
                 to_ms: now_ms,
@@ -162,6 +175,38 @@ impl View {
             },
             now_ms,
         })
+    }
+
+    /// Without a range in the query, and with data over less than half of it, starts
+    /// the range a little before the oldest sample, so a new install's first minutes
+    /// fill the chart instead of being a sliver at its right edge; never less than
+    /// [`FIT_MIN_MS`].
+    fn fit(&mut self, first_ms: Option<i64>) {
+        let Some(first) = first_ms.filter(|_| !self.explicit) else {
+            return;
+        };
+        let to = self.selection.to_ms;
+        // Data over half the range or more reads well as it is.
+        if to - first >= (to - self.selection.from_ms) / 2 {
+            return;
+        }
+        let from = first.saturating_sub((to - first) / 20).min(to - FIT_MIN_MS);
+        if from > self.selection.from_ms {
+            self.selection.from_ms = from;
+            self.fitted = true;
+        }
+    }
+
+    /// This view's query string: its filters, and its range unless it was fitted.
+    fn href_current(&self) -> String {
+        let href = self.href(self.range);
+        if !self.fitted {
+            return href;
+        }
+        match href.split_once('&') {
+            Some((_, filters)) => format!("?{filters}"),
+            None => String::new(),
+        }
     }
 
     /// A query string for this view with another range.
@@ -183,7 +228,7 @@ async fn page(
     State(state): State<DashboardState>,
     query: Result<Query<Params>, QueryRejection>,
 ) -> Response {
-    let view = match View::parse(query) {
+    let mut view = match View::parse(query) {
         Ok(view) => view,
         Err(message) => return bad_request_page(&message),
     };
@@ -192,6 +237,9 @@ async fn page(
         .store
         .blocking(move |store| Snapshot::read(store, &selection, None))
         .await;
+    if let Ok(snapshot) = &read {
+        view.fit(snapshot.first_ms());
+    }
     let (status, snapshot, problem) = match read {
         Ok(snapshot) => (StatusCode::OK, Some(snapshot), None),
         Err(error) => {
@@ -241,7 +289,7 @@ async fn chart_svg(
             ),
         );
     };
-    let view = match View::parse(query) {
+    let mut view = match View::parse(query) {
         Ok(view) => view,
         Err(message) => return problem_json(StatusCode::BAD_REQUEST, "Bad query", &message),
     };
@@ -250,6 +298,9 @@ async fn chart_svg(
         .store
         .blocking(move |store| Snapshot::read(store, &selection, Some(spec)))
         .await;
+    if let Ok(snapshot) = &read {
+        view.fit(snapshot.first_ms());
+    }
     let (status, body) = match read {
         Ok(snapshot) => (
             StatusCode::OK,
@@ -341,6 +392,8 @@ fn render_chart(spec: &ChartSpec, view: &View, snapshot: &Snapshot, framing: Fra
             title: spec.title,
             unit: spec.unit,
             zero_based: spec.zero_based,
+            clip_outliers: spec.clip_outliers,
+            limit: data.limit_line(),
             from_ms: view.selection.from_ms,
             to_ms: view.selection.to_ms,
             lines: data.lines(&snapshot.colors),
@@ -388,6 +441,8 @@ struct DashboardPage {
     script: &'static str,
     ranges: Vec<RangeLink>,
     range: &'static str,
+    /// Says so when the default hour was shortened to the data.
+    fitted: Option<String>,
     release_options: Vec<FilterOption>,
     instance_options: Vec<FilterOption>,
     filtered: bool,
@@ -424,7 +479,7 @@ struct ChartView {
 }
 
 struct InstanceView {
-    color: &'static str,
+    color: String,
     release: String,
     instance: String,
     status: &'static str,
@@ -485,7 +540,7 @@ impl DashboardPage {
                 slug: spec.slug,
                 title: spec.title,
                 caption: spec.caption,
-                svg_href: format!("charts/{}.svg{}", spec.slug, view.href(view.range)),
+                svg_href: format!("charts/{}.svg{}", spec.slug, view.href_current()),
                 svg_wide: chart_in_page(spec, view, snapshot, Framing::Wide),
                 svg_narrow: chart_in_page(spec, view, snapshot, Framing::Narrow),
             })
@@ -513,17 +568,13 @@ impl DashboardPage {
                     .map(alert_view)
                     .collect(),
                 s.alerts.history.len().saturating_sub(HISTORY_LIMIT),
-                s.instance_rows()
+                s.instance_rows(now)
                     .into_iter()
                     .map(|row| InstanceView {
                         color: row.color,
                         release: row.key.release,
                         instance: row.key.instance,
-                        status: match row.up {
-                            Some(true) => "up",
-                            Some(false) => "down",
-                            None => "unknown",
-                        },
+                        status: row.status.as_str(),
                         last_seen: row
                             .last_seen_ms
                             .map_or_else(|| "never".to_owned(), |t| ago_text(now, t)),
@@ -567,10 +618,16 @@ impl DashboardPage {
                 .map(|r| RangeLink {
                     label: r.as_str(),
                     href: view.href(r),
-                    current: r == view.range,
+                    current: !view.fitted && r == view.range,
                 })
                 .collect(),
-            range: view.range.as_str(),
+            range: if view.fitted { "" } else { view.range.as_str() },
+            fitted: view.fitted.then(|| {
+                format!(
+                    "since the first sample, {}",
+                    ago_text(now, view.selection.from_ms)
+                )
+            }),
             release_options: options(releases, &view.selection.release),
             instance_options: options(instances_all, &view.selection.instance),
             filtered: view.selection.release.is_some() || view.selection.instance.is_some(),
