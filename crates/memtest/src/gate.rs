@@ -39,7 +39,7 @@ use anyhow::Context;
 use warden_audit::lockdiff::{self, PackageChange};
 
 use crate::memtest::{self, MemtestReport, Progress, Subject, Workload};
-use crate::target::Target;
+use crate::target::{ServiceOptions, Target};
 
 /// Options of `warden gate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,23 +52,30 @@ use crate::target::Target;
     --report gate/"
 )]
 pub struct GateArgs {
-    /// The current build.
-    #[arg(long, value_name = "BIN")]
-    pub baseline: PathBuf,
-    /// The build with updated dependencies.
-    #[arg(long, value_name = "BIN")]
-    pub candidate: PathBuf,
-    /// The baseline's Cargo.lock, to list what changed [default: the one the
-    /// baseline binary was built with, which it carries].
+    /// The current release: a command line that starts it (`{port}` replaced by a
+    /// free loopback port, also in $PORT), e.g. `"releases/v1/.venv/bin/gunicorn -b
+    /// 127.0.0.1:{port} app:app"`; or the path of a Warden binary (a single word
+    /// without `{port}`).
+    #[arg(long, value_name = "CMD|BIN")]
+    pub baseline: String,
+    /// The release with updated dependencies, the same way.
+    #[arg(long, value_name = "CMD|BIN")]
+    pub candidate: String,
+    #[command(flatten)]
+    pub service: ServiceOptions,
+    /// The baseline's lockfile, to list what changed [default: for a Warden binary,
+    /// the Cargo.lock it was built with, which it carries].
     #[arg(long, value_name = "FILE", requires = "candidate_lock")]
     pub baseline_lock: Option<PathBuf>,
-    /// The candidate's Cargo.lock [default: the one built into the candidate].
+    /// The candidate's lockfile [default: the Cargo.lock built into a Warden binary].
     #[arg(long, value_name = "FILE", requires = "baseline_lock")]
     pub candidate_lock: Option<PathBuf>,
-    /// Argument passed to the baseline API when it is started; repeat for several.
+    /// Argument passed to the baseline Warden binary when it is started; repeat for
+    /// several.
     #[arg(long = "baseline-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub baseline_args: Vec<String>,
-    /// Argument passed to the candidate API when it is started; repeat for several.
+    /// Argument passed to the candidate Warden binary when it is started; repeat for
+    /// several.
     #[arg(long = "candidate-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub candidate_args: Vec<String>,
     #[command(flatten)]
@@ -123,7 +130,42 @@ impl GateReport {
     }
 }
 
+/// One side of the gate, as given.
+enum Side<'a> {
+    /// A Warden binary.
+    Warden(&'a std::path::Path),
+    /// A command line.
+    Command(&'a str),
+}
+
+impl<'a> Side<'a> {
+    /// A command when it has several words or `{port}`; else a Warden binary.
+    fn of(value: &'a str) -> Self {
+        if value.trim().contains(char::is_whitespace) || value.contains("{port}") {
+            Self::Command(value)
+        } else {
+            Self::Warden(std::path::Path::new(value))
+        }
+    }
+
+    async fn start(&self, args: &[String], service: &ServiceOptions) -> anyhow::Result<Target> {
+        match self {
+            Self::Warden(bin) => Target::start(bin, args, memtest::CHILD_ENV).await,
+            Self::Command(command) => Target::command(command, service).await,
+        }
+    }
+}
+
 fn check_args(args: &GateArgs) -> anyhow::Result<()> {
+    for (flag, side, extra) in [
+        ("--baseline-arg", &args.baseline, &args.baseline_args),
+        ("--candidate-arg", &args.candidate, &args.candidate_args),
+    ] {
+        anyhow::ensure!(
+            extra.is_empty() || matches!(Side::of(side), Side::Warden(_)),
+            "{flag} is for a Warden binary; with a command line, put the arguments in it"
+        );
+    }
     for (flag, v) in [
         ("--max-heap-increase", args.max_heap_increase),
         ("--max-p99-increase", args.max_p99_increase),
@@ -139,7 +181,10 @@ fn check_args(args: &GateArgs) -> anyhow::Result<()> {
 /// What changed between the Cargo.locks the two builds carry; `None` (and a warning)
 /// when one of them carries none.
 fn built_in_changes(args: &GateArgs) -> Option<Vec<PackageChange>> {
-    let read = |bin: &std::path::Path| -> anyhow::Result<_> {
+    let read = |side: &str| -> anyhow::Result<_> {
+        let Side::Warden(bin) = Side::of(side) else {
+            anyhow::bail!("{side:?} is a command, which carries no lockfile");
+        };
         let text = lockdiff::built_into(bin)?;
         lockdiff::parse(
             &text,
@@ -170,12 +215,20 @@ pub async fn run_gate(args: &GateArgs) -> anyhow::Result<GateReport> {
     let started = Instant::now();
     let progress = Progress::new(2 * (w.rounds + 1), args.json);
     progress.message("starting both builds");
-    let baseline = Target::start(&args.baseline, &args.baseline_args, memtest::CHILD_ENV)
+    let baseline = Side::of(&args.baseline)
+        .start(&args.baseline_args, &args.service)
         .await
         .context("baseline")?;
-    let candidate = Target::start(&args.candidate, &args.candidate_args, memtest::CHILD_ENV)
+    let candidate = match Side::of(&args.candidate)
+        .start(&args.candidate_args, &args.service)
         .await
-        .context("candidate")?;
+    {
+        Ok(target) => target,
+        Err(error) => {
+            baseline.stop().await;
+            return Err(error.context("candidate"));
+        }
+    };
     progress.message("registering users");
     let mut a = Subject::start(baseline, "baseline".into(), w.users).await?;
     let mut b = Subject::start(candidate, "candidate".into(), w.users).await?;
@@ -189,9 +242,9 @@ pub async fn run_gate(args: &GateArgs) -> anyhow::Result<GateReport> {
     }
     progress.finish();
     let mut baseline = a.finish(w, (None, None), started).await;
-    baseline.target = args.baseline.display().to_string();
+    baseline.target.clone_from(&args.baseline);
     let mut candidate = b.finish(w, (None, None), started).await;
-    candidate.target = args.candidate.display().to_string();
+    candidate.target.clone_from(&args.candidate);
     let report = compare(args, baseline, candidate, dependency_changes);
     if let Some(dir) = &args.report {
         write_report(dir, &report)?;

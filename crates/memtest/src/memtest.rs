@@ -40,8 +40,9 @@
 //!   "reasons": [],                         // why it failed, one sentence each
 //!   "summary": "heap grows 0.41 B per request (95% CI -0.9 to 1.6) over 8 rounds: no leak",
 //!   "target": "/path/to/warden",           // binary started, or the URL measured
-//!   "basis": "heap",                       // "heap" | "rss": what the quiet points measure
-//!   "threshold_bytes_per_request": 16.0,   // --rss-threshold when basis is "rss"
+//!   "basis": "heap",                       // "heap" | "pss" | "rss": what the quiet points measure
+//!   "signal": "heap: warden_heap_bytes (Warden (jemalloc)) from /metrics",  // and why
+//!   "threshold_bytes_per_request": 16.0,   // --rss-threshold when basis is "pss" or "rss"
 //!   "requests": 181234,                    // all requests sent, setup included
 //!   "errors": 0,                           // requests whose answer was not the expected one
 //!   "duration_s": 58.2,
@@ -72,7 +73,7 @@ use crate::chart;
 use crate::load::LoadPlan;
 use crate::scenario::World;
 use crate::stats::{self, Trend};
-use crate::target::{self, Target};
+use crate::target::{self, ServiceOptions, Target};
 
 /// Options of `warden memtest`.
 #[derive(Debug, Clone, clap::Args)]
@@ -85,8 +86,15 @@ use crate::target::{self, Target};
     warden memtest --url http://127.0.0.1:8080 --pid 4242 --duration 5m"
 )]
 pub struct MemtestArgs {
-    /// API binary to start (on a fresh temporary data dir and a free loopback port).
-    /// [default: this executable]
+    /// The service to test, as a command line: `{port}` in it is replaced by a free
+    /// loopback port, also in its environment as PORT. Split like a shell would,
+    /// without running one. E.g. `--command "gunicorn -w 2 -b 127.0.0.1:{port} app:app"`.
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["bin", "url", "api_args"])]
+    pub command: Option<String>,
+    #[command(flatten)]
+    pub service: ServiceOptions,
+    /// Warden's own API binary to start (on a fresh temporary data dir and a free
+    /// loopback port). [default: this executable]
     #[arg(long = "bin", value_name = "PATH", conflicts_with = "url")]
     pub bin: Option<PathBuf>,
     /// Measure an API that is already running at this loopback URL instead.
@@ -187,6 +195,8 @@ pub struct MemtestReport {
     pub summary: String,
     pub target: String,
     pub basis: &'static str,
+    /// What the quiet points measure, and why that and not something else.
+    pub signal: String,
     pub threshold_bytes_per_request: f64,
     pub requests: u64,
     pub errors: u64,
@@ -265,9 +275,13 @@ pub(crate) const CHILD_ENV: &[(&str, &str)] = &[("_RJEM_MALLOC_CONF", "tcache:fa
 pub async fn run_memtest(args: &MemtestArgs) -> anyhow::Result<MemtestReport> {
     check_args(&args.workload)?;
     let started = Instant::now();
-    let (target, name) = match &args.url {
-        Some(url) => (Target::existing(url, args.pid).await?, url.clone()),
-        None => {
+    let (target, name) = match (&args.command, &args.url) {
+        (Some(command), _) => (
+            Target::command(command, &args.service).await?,
+            command.clone(),
+        ),
+        (None, Some(url)) => (Target::existing(url, args.pid).await?, url.clone()),
+        (None, None) => {
             let bin = match &args.bin {
                 Some(bin) => bin.clone(),
                 None => target::this_executable()?,
@@ -320,7 +334,10 @@ pub(crate) struct Subject {
     target: Target,
     world: Arc<World>,
     probe: reqwest::Client,
-    heap_available: bool,
+    /// The runtime heap metric read at quiet points, if the target exports one.
+    heap: Option<target::HeapMetric>,
+    /// Whether PSS could be read for the whole process tree at start.
+    pss: bool,
     sent: Arc<AtomicU64>,
     quiet: Arc<AtomicBool>,
     samples: Arc<std::sync::Mutex<Samples>>,
@@ -337,16 +354,29 @@ impl Subject {
         let probe = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()?;
-        let heap_available = target::read_heap(&probe, &target.base)
+        // A service without metrics is measured by its process tree's memory.
+        let heap = target::read_heap(&probe, &target.base, &target.metrics_path)
             .await
-            .with_context(|| format!("cannot read {}/metrics", target.base))?
-            .is_some();
+            .ok()
+            .flatten()
+            .map(|h| h.source);
+        let pss = target
+            .pid
+            .and_then(target::tree_memory)
+            .is_some_and(|m| m.pss.is_some());
         anyhow::ensure!(
-            heap_available || target.pid.is_some(),
-            "cannot measure memory: {} exports no heap figures (warden_heap_bytes); pass \
-             --pid so RSS can be read from /proc",
-            target.base
+            heap.is_some() || target.pid.is_some(),
+            "cannot measure memory: {}{} exports no heap metric ({}); pass --pid so the \
+             process tree's memory can be read from /proc",
+            target.base,
+            target.metrics_path,
+            target::HEAP_METRICS
+                .iter()
+                .map(|m| m.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
+        let heap_available = heap.is_some();
         let world = Arc::new(
             World::setup(&target.base, users)
                 .await
@@ -359,7 +389,7 @@ impl Subject {
             probe.clone(),
             target.base.clone(),
             target.pid,
-            heap_available,
+            heap_available.then(|| target.metrics_path.clone()),
             Arc::clone(&sent),
             Arc::clone(&quiet),
             Arc::clone(&samples),
@@ -369,7 +399,8 @@ impl Subject {
             target,
             world,
             probe,
-            heap_available,
+            heap,
+            pss,
             sent,
             quiet,
             samples,
@@ -380,7 +411,33 @@ impl Subject {
     }
 
     fn basis(&self) -> &'static str {
-        if self.heap_available { "heap" } else { "rss" }
+        match (self.heap, self.pss) {
+            (Some(_), _) => "heap",
+            (None, true) => "pss",
+            (None, false) => "rss",
+        }
+    }
+
+    /// What the quiet points measure, and why, in one sentence.
+    fn signal(&self) -> String {
+        match self.heap {
+            Some(metric) => format!(
+                "heap: {}{} ({} runtime heap) from {}",
+                metric.name,
+                metric
+                    .label
+                    .map(|(k, v)| format!("{{{k}=\"{v}\"}}"))
+                    .unwrap_or_default(),
+                metric.runtime,
+                self.target.metrics_path
+            ),
+            None => format!(
+                "{} of the process tree (the service and its workers): {} exports no \
+                 runtime heap metric",
+                if self.pss { "PSS" } else { "RSS" },
+                self.target.metrics_path
+            ),
+        }
     }
 
     /// Runs one round (round 0 is the warm-up) and reads memory at the quiet point
@@ -392,10 +449,10 @@ impl Subject {
             .await
             .with_context(|| format!("round {round} on {} could not run", self.name))?;
         self.quiet.store(true, Ordering::SeqCst);
-        let (heap, rss) = quiet_point(&self.probe, &self.target, self.heap_available).await;
+        let (heap, rss) = quiet_point(&self.probe, &self.target, self.heap.is_some()).await;
         self.quiet.store(false, Ordering::SeqCst);
         let cumulative = self.sent.load(Ordering::Relaxed);
-        if let Some(v) = if self.heap_available { heap } else { rss } {
+        if let Some(v) = if self.heap.is_some() { heap } else { rss } {
             // The quiet point after the warm-up is where the measured series starts.
             self.points.push((cumulative as f64, v as f64));
         }
@@ -457,6 +514,7 @@ impl Subject {
             },
             reasons: judged.reasons,
             summary: judged.summary,
+            signal: self.signal(),
             target: self.name,
             basis,
             threshold_bytes_per_request: if basis == "heap" {
@@ -505,21 +563,24 @@ async fn quiet_point(
     let mut heap: Option<u64> = None;
     if heap_available {
         for _ in 0..3 {
-            if let Ok(Some(reading)) = target::read_heap(probe, &target.base).await {
+            if let Ok(Some(reading)) =
+                target::read_heap(probe, &target.base, &target.metrics_path).await
+            {
                 let v = reading.in_use();
                 heap = Some(heap.map_or(v, |h| h.min(v)));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    (heap, target.pid.and_then(target::rss_bytes))
+    let memory = target.pid.and_then(target::tree_memory);
+    (heap, memory.map(|m| m.judged()))
 }
 
 async fn sample(
     probe: reqwest::Client,
     base: String,
     pid: Option<u32>,
-    heap_available: bool,
+    metrics_path: Option<String>,
     sent: Arc<AtomicU64>,
     quiet: Arc<AtomicBool>,
     samples: Arc<std::sync::Mutex<Samples>>,
@@ -529,14 +590,14 @@ async fn sample(
     loop {
         tick.tick().await;
         let x = sent.load(Ordering::Relaxed) as f64;
-        if let Some(rss) = pid.and_then(target::rss_bytes) {
+        if let Some(memory) = pid.and_then(target::tree_memory) {
             let mut s = samples.lock().unwrap_or_else(|e| e.into_inner());
-            s.peak_rss = Some(s.peak_rss.map_or(rss, |p| p.max(rss)));
-            s.rss.push((x, rss as f64));
+            s.peak_rss = Some(s.peak_rss.map_or(memory.rss, |p| p.max(memory.rss)));
+            s.rss.push((x, memory.judged() as f64));
         }
-        if heap_available
+        if let Some(path) = &metrics_path
             && !quiet.load(Ordering::SeqCst)
-            && let Ok(Some(heap)) = target::read_heap(&probe, &base).await
+            && let Ok(Some(heap)) = target::read_heap(&probe, &base, path).await
         {
             let mut s = samples.lock().unwrap_or_else(|e| e.into_inner());
             s.peak_heap = Some(
@@ -596,7 +657,8 @@ pub(crate) fn judge(e: &Evidence) -> Judgement {
             );
             let significant = t.p_increasing < SIGNIFICANCE;
             // Heap readings are exact: fail unless confident the leak is below the
-            // line. RSS overstates growth: fail only when confident it is above.
+            // line. RSS and PSS overstate growth (pages, arenas): fail only when
+            // confident it is above.
             let bound = if e.basis == "heap" { t.high } else { t.low };
             if significant && bound >= e.threshold {
                 reasons.push(format!(
@@ -688,7 +750,11 @@ pub(crate) fn report_chart(report: &MemtestReport) -> anyhow::Result<String> {
         ),
         &[
             chart::Series {
-                name: "RSS (sampled)",
+                name: if report.basis == "pss" {
+                    "PSS of the process tree (sampled)"
+                } else {
+                    "RSS of the process tree (sampled)"
+                },
                 points: &report.rss_samples,
             },
             chart::Series {
@@ -697,10 +763,10 @@ pub(crate) fn report_chart(report: &MemtestReport) -> anyhow::Result<String> {
             },
         ],
         &[chart::Series {
-            name: if report.basis == "heap" {
-                "heap in use at quiet points"
-            } else {
-                "RSS at quiet points"
+            name: match report.basis {
+                "heap" => "heap in use at quiet points",
+                "pss" => "PSS at quiet points",
+                _ => "RSS at quiet points",
             },
             points: &report.quiet_points,
         }],
@@ -721,6 +787,7 @@ pub fn print_report(report: &MemtestReport, args: &MemtestArgs) -> anyhow::Resul
 fn print_summary(report: &MemtestReport, report_dir: Option<&Path>) -> anyhow::Result<()> {
     warden_telemetry::outln!("warden memtest: {}", report.verdict.to_uppercase())?;
     warden_telemetry::outln!("  {}", report.summary)?;
+    warden_telemetry::outln!("  measured: {}", report.signal)?;
     for reason in &report.reasons {
         warden_telemetry::outln!("  ✗ {reason}")?;
     }

@@ -216,3 +216,62 @@ fn interrupting_memtest_stops_the_api_it_started() {
         );
     }
 }
+
+#[test]
+fn any_command_is_started_on_a_free_port_and_its_tree_measured() {
+    // Warden's API started as any program would be: by a command line with {port},
+    // through a shell so the API is a child (a descendant), not the started process.
+    let data = tempfile::tempdir().unwrap();
+    let command = format!(
+        "sh -c 'exec \"$0\" api --listen 127.0.0.1:$PORT --data-dir \"$1\"' {} {}",
+        env!("CARGO_BIN_EXE_warden"),
+        data.path().display()
+    );
+    let out = memtest(&[
+        "--command",
+        &command,
+        "--ready",
+        "/readyz",
+        "--duration",
+        "10s",
+        "--rounds",
+        "4",
+        "--json",
+    ]);
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(0), "{r:#}");
+    assert_eq!(r["basis"], "heap");
+    assert!(
+        r["signal"].as_str().unwrap().contains("warden_heap_bytes"),
+        "the report says what it judged: {r:#}"
+    );
+    assert!(r["peak_rss_bytes"].as_u64().unwrap() > 4 << 20, "{r:#}");
+    assert_eq!(r["errors"], 0, "{r:#}");
+}
+
+#[test]
+fn a_command_that_cannot_start_is_a_start_up_error_naming_why() {
+    let out = memtest(&["--command", "sh -c 'echo no such module >&2; exit 3'"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("exited") && stderr.contains("no such module"),
+        "{stderr}"
+    );
+
+    let out = memtest(&["--command", "/no/such/program --port {port}"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot start \"/no/such/program\""),
+        "{stderr}"
+    );
+
+    let out = memtest(&["--command", "node 'server.js"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unclosed quote"), "{stderr}");
+
+    let out = memtest(&["--command", "sleep 30", "--bin", "x"]);
+    assert_eq!(out.status.code(), Some(2), "--command and --bin conflict");
+}
