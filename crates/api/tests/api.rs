@@ -1047,17 +1047,14 @@ async fn data_survives_a_restart(backend: Backend) {
 async fn until_closed(stream: &mut tokio::net::TcpStream) -> Duration {
     let started = Instant::now();
     let mut buf = [0u8; 1024];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-            Err(_) => panic!("still open after 5 s"),
-            Ok(Ok(0)) => return started.elapsed(),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return started.elapsed();
-            }
-            Ok(Ok(n)) => panic!("unexpected: {:?}", String::from_utf8_lossy(&buf[..n])),
-            Ok(Err(e)) => panic!("read failed: {e}"),
-        }
+    match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+        Err(_) => panic!("still open after 5 s"),
+        Ok(Ok(0)) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(Ok(n)) => panic!("unexpected: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Ok(Err(e)) => panic!("read failed: {e}"),
     }
+    started.elapsed()
 }
 
 /// Sends `GET /healthz` on `stream` and reads the whole response.
