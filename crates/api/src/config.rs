@@ -113,6 +113,20 @@ pub struct ApiArgs {
     #[serde(default, with = "humantime_serde")]
     pub login_throttle_window: Option<Duration>,
 
+    /// How long a client has to send a complete request head: from connecting for
+    /// the first request, from the first byte for each later one on a keep-alive
+    /// connection. A slower connection is closed. [default: 10s]
+    #[arg(long, env = "WARDEN_HEADER_READ_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub header_read_timeout: Option<Duration>,
+
+    /// How long a keep-alive connection may wait for its next request before it is
+    /// closed. A proxy or client pool in front must drop unused connections sooner.
+    /// [default: 60s]
+    #[arg(long, env = "WARDEN_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish. [default: 30s]
     #[arg(long, env = "WARDEN_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
@@ -171,6 +185,8 @@ pub struct Settings {
     pub login_throttle_window: Duration,
     /// The secret that makes X-Forwarded-For believable (from [`PROXY_SECRET_ENV`]).
     pub proxy_secret: Option<ProxySecret>,
+    /// Deadlines for clients that are slow to send a request head, or idle.
+    pub connection_timeouts: warden_telemetry::serve::Timeouts,
     pub shutdown_timeout: Duration,
     pub memory_log_interval: Duration,
     pub chaos_leak_bytes_per_request: usize,
@@ -264,6 +280,18 @@ impl Settings {
                 pick.get(|a| a.login_throttle_window),
                 Duration::from_secs(15 * 60),
             )?,
+            connection_timeouts: warden_telemetry::serve::Timeouts {
+                header_read: nonzero(
+                    "header-read-timeout",
+                    pick.get(|a| a.header_read_timeout),
+                    warden_telemetry::serve::Timeouts::DEFAULT_HEADER_READ,
+                )?,
+                idle: nonzero(
+                    "idle-timeout",
+                    pick.get(|a| a.idle_timeout),
+                    warden_telemetry::serve::Timeouts::DEFAULT_IDLE,
+                )?,
+            },
             shutdown_timeout: pick
                 .get(|a| a.shutdown_timeout)
                 .unwrap_or(Duration::from_secs(30)),
@@ -387,6 +415,8 @@ mod tests {
         assert_eq!(s.body_limit_bytes, 262_144);
         assert_eq!(s.json_max_depth, 64);
         assert_eq!(s.token_ttl, Duration::from_secs(86_400));
+        assert_eq!(s.connection_timeouts.header_read, Duration::from_secs(10));
+        assert_eq!(s.connection_timeouts.idle, Duration::from_secs(60));
     }
 
     #[test]
@@ -395,7 +425,8 @@ mod tests {
         let path = dir.path().join("api.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\njson-max-depth = 10\ntoken-ttl = \"1h\"\n",
+            "listen = \"127.0.0.1:9000\"\njson-max-depth = 10\ntoken-ttl = \"1h\"\n\
+             idle-timeout = \"90s\"\n",
         )
         .unwrap();
         let args = ApiArgs {
@@ -407,6 +438,7 @@ mod tests {
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.json_max_depth, 20);
         assert_eq!(s.token_ttl, Duration::from_secs(3600));
+        assert_eq!(s.connection_timeouts.idle, Duration::from_secs(90));
     }
 
     #[test]
@@ -428,6 +460,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("lisen"), "{err}");
+
+        let err = Settings::resolve(ApiArgs {
+            idle_timeout: Some(Duration::ZERO),
+            ..ApiArgs::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("idle-timeout"), "{err}");
 
         let err = Settings::resolve(ApiArgs {
             database_url: Some("mysql://x".into()),

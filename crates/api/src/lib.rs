@@ -17,7 +17,9 @@
 //!
 //! [`Application::build`] binds the listener (port 0 works: tests read
 //! [`Application::local_addr`]) and [`Application::run_until`] serves until a shutdown
-//! signal, then lets in-flight requests finish within the shutdown deadline.
+//! signal, then lets in-flight requests finish within the shutdown deadline. A
+//! connection that is slow to send a request head, or idle for too long between
+//! requests, is closed ([`warden_telemetry::serve`]).
 
 pub mod auth;
 pub mod config;
@@ -345,19 +347,20 @@ impl Application {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stopping_tx.send(true);
         };
-        let server = axum::serve(
+        // Handlers read the client's address with ConnectInfo<SocketAddr>.
+        let server = warden_telemetry::serve::serve(
             self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal);
+            self.router,
+            self.settings.connection_timeouts,
+            signal,
+        );
         let deadline = self.settings.shutdown_timeout;
         let give_up = async move {
             let _ = stopping_rx.wait_for(|stopping| *stopping).await;
             tokio::time::sleep(deadline).await;
         };
         tokio::select! {
-            result = server => result?,
+            () = server => {}
             () = give_up => tracing::warn!(?deadline, "shutdown deadline passed; abandoning in-flight requests"),
         }
         memory_log.abort();

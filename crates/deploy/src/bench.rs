@@ -397,7 +397,13 @@ impl InProcessProxy {
             &registry,
             Duration::from_secs(60),
         )?;
-        let threads = proxy.spawn(listener, workers)?;
+        // The instance runs with the default idle timeout.
+        let threads = proxy.spawn(
+            listener,
+            workers,
+            warden_telemetry::serve::Timeouts::default(),
+            warden_telemetry::serve::Timeouts::DEFAULT_IDLE,
+        )?;
         Ok(Self {
             addr,
             threads: Some(threads),

@@ -55,6 +55,8 @@ pub struct Settings {
     pub ready_timeout: Duration,
     /// Alerts that roll back a release in its bake window; empty: never automatic.
     pub rollback_on: BTreeSet<String>,
+    /// The instances' deadlines for slow and idle connections.
+    pub connection_timeouts: warden_telemetry::serve::Timeouts,
 }
 
 impl Settings {
@@ -168,6 +170,7 @@ impl Pool {
                 listen,
                 data_dir: settings.api_data_dir.clone(),
                 args: release.args.clone(),
+                connection_timeouts: settings.connection_timeouts,
             };
             tasks.push(tokio::spawn(supervise(
                 spec,

@@ -16,6 +16,13 @@
 //! response from an instance carries the name of its release in
 //! [`RELEASE_HEADER`] (`x-warden-release`).
 //!
+//! **Slow and idle clients.** A client connection that takes longer than the
+//! header-read timeout to send a request head, or waits longer than the idle
+//! timeout for its next request, is closed ([`warden_telemetry::serve`]). Unused
+//! connections to instances are dropped well before the instances' own idle timeout
+//! ([`upstream_idle`]), so the proxy never sends a request on one an instance is
+//! closing.
+//!
 //! **Who the client is.** An instance sees every connection come from the proxy, so
 //! the proxy tells it the client: it replaces any `X-Forwarded-For` a client sent
 //! (it cannot vouch for it; it is the edge, and the API reads the last entry) with
@@ -61,10 +68,11 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
 use tokio::sync::Notify;
 use warden_store::ClientWindow;
+use warden_telemetry::serve::{Timeouts, serve_connection};
 
 /// The largest request body the proxy accepts (the API's own limit is lower).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -380,10 +388,16 @@ impl Proxy {
     /// workers: each is a single-threaded runtime on its own OS thread with its own
     /// upstream connection pool, so a request and its upstream call never hop between
     /// threads, and the proxy does not share threads with the control plane.
+    /// `timeouts` close client connections that are slow to send a request head or
+    /// idle too long; unused connections to instances are kept for
+    /// [`upstream_idle`]`(instance_idle)`, `instance_idle` being the instances' own
+    /// idle timeout.
     pub fn spawn(
         self: &Arc<Self>,
         listener: std::net::TcpListener,
         threads: usize,
+        timeouts: Timeouts,
+        instance_idle: Duration,
     ) -> anyhow::Result<ProxyThreads> {
         listener.set_nonblocking(true)?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -416,7 +430,7 @@ impl Proxy {
                                 }
                             };
                             tokio::select! {
-                                () = proxy.accept_loop(listener, shard) => {}
+                                () = proxy.accept_loop(listener, shard, timeouts, instance_idle) => {}
                                 () = closer => {}
                                 _ = stop_rx.wait_for(|stop| *stop) => {}
                             }
@@ -435,12 +449,18 @@ impl Proxy {
 
     /// Accepts connections on this thread's runtime until the task is dropped,
     /// counting clients in `shard`.
-    async fn accept_loop(self: Arc<Self>, listener: tokio::net::TcpListener, shard: Arc<Shard>) {
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shard: Arc<Shard>,
+        timeouts: Timeouts,
+        instance_idle: Duration,
+    ) {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(upstream_idle(instance_idle))
             .build(connector);
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -469,9 +489,9 @@ impl Proxy {
                         (Arc::clone(&proxy), client.clone(), Arc::clone(&connection));
                     async move { Ok::<_, Infallible>(proxy.handle(&client, request, &connection).await) }
                 });
-                if let Err(error) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
+                // Closed when the client is slow to send a request head, or idle.
+                if let Err(error) =
+                    serve_connection(stream, service, timeouts, std::future::pending()).await
                 {
                     tracing::debug!(%error, %peer, "proxy connection ended with an error");
                 }
@@ -765,6 +785,16 @@ impl Proxy {
             }
         }
     }
+}
+
+/// How long the proxy keeps an unused connection to an instance whose own idle
+/// timeout is `instance_idle`: half of it, and at most 30 s. It must stay below the
+/// instance's: an instance closes a connection that has been idle that long, and a
+/// request the proxy sent on it at that moment would fail. The pool drops a
+/// connection idle longer than this before reusing it.
+#[must_use]
+pub fn upstream_idle(instance_idle: Duration) -> Duration {
+    (instance_idle / 2).min(Duration::from_secs(30))
 }
 
 /// The proxy's event-loop threads.
@@ -1357,7 +1387,9 @@ mod tests {
         .unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let threads = proxy.spawn(listener, 1).unwrap();
+        let threads = proxy
+            .spawn(listener, 1, Timeouts::default(), Timeouts::DEFAULT_IDLE)
+            .unwrap();
         let started = std::time::Instant::now();
         let response = reqwest::get(format!("http://{addr}/v1/items"))
             .await
@@ -1415,7 +1447,9 @@ mod tests {
         );
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let threads = proxy.spawn(listener, 1).unwrap();
+        let threads = proxy
+            .spawn(listener, 1, Timeouts::default(), Timeouts::DEFAULT_IDLE)
+            .unwrap();
 
         let client = reqwest::Client::builder()
             .local_address(IpAddr::from([127, 0, 0, 2]))
@@ -1494,7 +1528,9 @@ mod tests {
         .unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let threads = proxy.spawn(listener, 2).unwrap();
+        let threads = proxy
+            .spawn(listener, 2, Timeouts::default(), Timeouts::DEFAULT_IDLE)
+            .unwrap();
         // Windows are aligned to the clock: start with at least 10 s of this one
         // left, so that every request below counts in it.
         let window_of = |ms: i64| proxy.clients.window_start(ms);
@@ -1589,7 +1625,9 @@ mod tests {
         .unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let threads = proxy.spawn(listener, 1).unwrap();
+        let threads = proxy
+            .spawn(listener, 1, Timeouts::default(), Timeouts::DEFAULT_IDLE)
+            .unwrap();
         let response = reqwest::Client::new()
             .get(format!("http://{addr}/big"))
             .bearer_auth("grace")
@@ -1606,6 +1644,119 @@ mod tests {
         }
         assert_eq!(union(&windows), (1, 1));
         threads.stop();
+    }
+
+    /// Reads until the peer closes (end of stream or a reset); fails when it is still
+    /// open after five seconds. Returns how long it took.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> Duration {
+        use tokio::io::AsyncReadExt;
+        let started = Instant::now();
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Err(_) => panic!("still open after 5 s"),
+            Ok(Ok(0)) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Ok(Ok(n)) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+            Ok(Err(e)) => panic!("read failed: {e}"),
+        }
+        started.elapsed()
+    }
+
+    /// Sends `GET path` on `stream` and reads the whole (small) response.
+    async fn get_on(stream: &mut tokio::net::TcpStream, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed mid-response");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if body.len() >= length {
+                    return text;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn slow_and_idle_clients_are_closed_and_prompt_ones_kept() {
+        use tokio::io::AsyncWriteExt;
+        let timeouts = Timeouts {
+            header_read: Duration::from_millis(300),
+            idle: Duration::from_secs(1),
+        };
+        let proxy = Proxy::new(
+            ready("v1", api_like().await),
+            &prometheus::Registry::new(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let threads = proxy
+            .spawn(listener, 1, timeouts, Timeouts::DEFAULT_IDLE)
+            .unwrap();
+        let early = Duration::from_millis(10);
+
+        // Sends nothing.
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let after = until_closed(&mut silent).await;
+        assert!(
+            after >= timeouts.header_read - early,
+            "closed after {after:?}"
+        );
+
+        // Sends half a head and stalls.
+        let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"GET /ok HTTP/1.1\r\nHost: test\r\n")
+            .await
+            .unwrap();
+        let after = until_closed(&mut half).await;
+        assert!(
+            after >= timeouts.header_read - early,
+            "closed after {after:?}"
+        );
+
+        // Keep-alive: served, kept past the header timeout, closed after the idle one.
+        let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let response = get_on(&mut kept, "/ok").await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        tokio::time::sleep(timeouts.header_read * 2).await;
+        let response = get_on(&mut kept, "/ok").await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let after = until_closed(&mut kept).await;
+        assert!(after >= timeouts.idle - early, "closed after {after:?}");
+        threads.stop();
+    }
+
+    #[test]
+    fn unused_upstream_connections_are_dropped_well_before_the_instance_would() {
+        for (instance, pool) in [
+            (Duration::from_secs(60), Duration::from_secs(30)),
+            (Duration::from_secs(600), Duration::from_secs(30)),
+            (Duration::from_secs(1), Duration::from_millis(500)),
+            (Duration::from_millis(1), Duration::from_micros(500)),
+        ] {
+            assert_eq!(upstream_idle(instance), pool);
+            assert!(upstream_idle(instance) < instance);
+        }
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //! is told the supervisor's pid in `WARDEN_SUPERVISOR_PID` and watches for
 //! re-parenting. It is also given the proxy's forwarding secret in
 //! `WARDEN_PROXY_SECRET` (see [`crate::proxy`]), so that it believes the client
-//! address the proxy forwards and nobody else's. Its stderr is passed through, and
-//! the last lines are kept to say why an instance that failed to start failed.
+//! address the proxy forwards and nobody else's, and the connection deadlines
+//! `warden up` was given (`WARDEN_HEADER_READ_TIMEOUT`, `WARDEN_IDLE_TIMEOUT`). Its
+//! stderr is passed through, and the last lines are kept to say why an instance
+//! that failed to start failed.
 //! Every start and exit is an event in the store, written in the background; a store
 //! that fails is logged and never delays or stops the supervisor.
 
@@ -46,7 +48,19 @@ pub struct InstanceSpec {
     pub data_dir: PathBuf,
     /// Extra arguments after `api --listen … --data-dir …`.
     pub args: Vec<String>,
+    /// Its deadlines for slow and idle connections, given in the environment
+    /// ([`HEADER_READ_TIMEOUT_ENV`], [`IDLE_TIMEOUT_ENV`]): a release recorded from
+    /// an older binary, which has no such flags, still starts, and a release's own
+    /// flags win (a key in its `--config` file does not).
+    pub connection_timeouts: warden_telemetry::serve::Timeouts,
 }
+
+/// The variable an instance reads its header-read timeout from (`warden api
+/// --header-read-timeout`).
+pub const HEADER_READ_TIMEOUT_ENV: &str = "WARDEN_HEADER_READ_TIMEOUT";
+
+/// The variable an instance reads its idle timeout from (`warden api --idle-timeout`).
+pub const IDLE_TIMEOUT_ENV: &str = "WARDEN_IDLE_TIMEOUT";
 
 /// What the supervisors of all instances share.
 #[derive(Clone)]
@@ -107,6 +121,14 @@ pub async fn supervise(
             // Lets the instance believe the proxy's X-Forwarded-For; in the
             // environment because a command line is readable by every local user.
             .env(crate::proxy::SECRET_ENV, context.proxy.forwarding_secret())
+            .env(
+                HEADER_READ_TIMEOUT_ENV,
+                humantime::format_duration(spec.connection_timeouts.header_read).to_string(),
+            )
+            .env(
+                IDLE_TIMEOUT_ENV,
+                humantime::format_duration(spec.connection_timeouts.idle).to_string(),
+            )
             // `warden up`'s own config file is not the API's.
             .env_remove("WARDEN_CONFIG")
             .stdin(Stdio::null())

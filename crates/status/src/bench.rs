@@ -12,7 +12,8 @@
 //!
 //! **The two servers.** Warden's side is the console's status routes exactly as
 //! `warden up` builds them ([`crate::start`]: the router, the maintenance clock and
-//! the incident automation), served by `axum::serve` on a Tokio runtime of its own
+//! the incident automation), served as it serves them (`warden_telemetry::serve`,
+//! HTTP/1.1 with its connection deadlines) on a Tokio runtime of its own
 //! with `--workers` threads (default: one per CPU), in this process. nginx's side
 //! is the same page written by [`crate::export`] into a temporary directory and
 //! served by Debian's nginx as a static file (`--workers` worker processes, as
@@ -661,8 +662,9 @@ fn static_site(listen: SocketAddr, root: &str, concurrency: usize) -> String {
     )
 }
 
-/// The console's status routes as `warden up` builds them, served by `axum::serve`
-/// on a runtime of its own (like a process of its own); stopped when dropped.
+/// The console's status routes as `warden up` builds and serves them (with the
+/// default connection deadlines), on a runtime of its own (like a process of its
+/// own); stopped when dropped.
 struct InProcessConsole {
     addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
@@ -693,11 +695,12 @@ impl InProcessConsole {
             };
             (addr, listener, crate::start(store, config, wiring)?)
         };
-        runtime.spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::error!(%error, "the benchmark's console stopped");
-            }
-        });
+        runtime.spawn(warden_telemetry::serve::serve(
+            listener,
+            router,
+            warden_telemetry::serve::Timeouts::default(),
+            std::future::pending(),
+        ));
         Ok(Self {
             addr,
             runtime: Some(runtime),

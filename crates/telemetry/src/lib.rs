@@ -15,12 +15,15 @@
 //!   high after a burst because the allocator keeps pages, allocated bytes cannot.
 //! - [`logging::init`] sets up `tracing` (JSON when stdout is not a terminal), and
 //!   [`spawn_memory_log`] writes one structured line with RSS and heap every interval.
+//! - [`serve`] serves HTTP/1.1 with a header-read and an idle timeout, so a slow or
+//!   idle client cannot hold a connection open for ever.
 
 pub mod heap;
 pub mod http;
 pub mod limit;
 pub mod logging;
 pub mod output;
+pub mod serve;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -236,6 +236,15 @@ struct RollbackArgs {
     console: ConsoleArgs,
 }
 
+/// A duration that must not be zero ("0s" would close every connection at once).
+fn nonzero_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be greater than zero".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 /// "10%" or "10" → 10.0.
 fn parse_percent(text: &str) -> Result<f64, String> {
     let number = text.trim().trim_end_matches('%');
@@ -313,6 +322,16 @@ struct UpArgs {
     /// clock); one row per window in the store.
     #[arg(long, env = "WARDEN_CLIENT_WINDOW", value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     client_window: std::time::Duration,
+    /// How long a client has to send a complete request head to the proxy, the
+    /// console or an API instance (from connecting, and from the first byte of each
+    /// later request on a keep-alive connection) before the connection is closed.
+    #[arg(long, env = "WARDEN_HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = nonzero_duration)]
+    header_read_timeout: std::time::Duration,
+    /// How long a keep-alive connection to the proxy, the console or an API instance
+    /// may wait for its next request before it is closed. The proxy drops its unused
+    /// connections to the instances after half of it (at most 30 s).
+    #[arg(long, env = "WARDEN_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = nonzero_duration)]
+    idle_timeout: std::time::Duration,
     /// How long a new release's instances get to answer /readyz.
     #[arg(long, env = "WARDEN_READY_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     ready_timeout: std::time::Duration,
@@ -599,6 +618,11 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .filter(|a| a != "none" && !a.is_empty())
         .collect();
+    // The same deadlines for the proxy's clients, the console's and the instances'.
+    let connection_timeouts = warden_telemetry::serve::Timeouts {
+        header_read: args.header_read_timeout,
+        idle: args.idle_timeout,
+    };
     let proxy_listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", args.listen))?;
@@ -632,6 +656,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         drain_timeout: args.drain_timeout,
         ready_timeout: args.ready_timeout,
         rollback_on,
+        connection_timeouts,
     };
     let controller = warden_deploy::controller::Controller::start(context, settings, &initial)?;
     let alerts = status.transitions();
@@ -656,10 +681,13 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .merge(warden_deploy::admin::router(controller.clone(), &token))
         .merge(status_page)
         .method_not_allowed_fallback(warden_api::routes::method_not_allowed);
-    // The client address limits sign-ups on the status page.
-    let console = axum::serve(
+    // Handlers get the client address (ConnectInfo), which limits sign-ups on the
+    // status page. The console stops with the process: no graceful shutdown.
+    let console = warden_telemetry::serve::serve(
         console,
-        console_routes.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        console_routes,
+        connection_timeouts,
+        std::future::pending(),
     );
     tokio::spawn(controller.clone().watch_alerts(alerts));
     tokio::spawn(
@@ -668,7 +696,12 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             .record_client_windows(std::time::Duration::from_secs(5)),
     );
     let proxy_threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let mut proxy_loops = proxy.spawn(proxy_listener.into_std()?, proxy_threads)?;
+    let mut proxy_loops = proxy.spawn(
+        proxy_listener.into_std()?,
+        proxy_threads,
+        connection_timeouts,
+        connection_timeouts.idle,
+    )?;
     tracing::info!(
         api = %args.listen,
         console = %args.console,
@@ -678,7 +711,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     tokio::select! {
         result = proxy_loops.exited() => result?,
         result = monitor => result?,
-        result = console => result?,
+        () = console => anyhow::bail!("the console stopped"),
         () = warden_api::shutdown_signal() => {}
     }
     controller.shutdown().await;
