@@ -578,12 +578,13 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         config.monitor.scrape_timeout = config.monitor.scrape_timeout.min(interval);
         config.validate()?;
     }
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create the data dir {}: {e}",
-            args.data_dir.display()
-        )
-    })?;
+    // Secrets live there (webhook secrets, the admin token, the API's users): owner
+    // only, whatever the umask; a data dir open to others is tightened and logged.
+    warden_store::datadir::prepare(&args.data_dir)
+        .map_err(|e| anyhow::anyhow!("the data dir (--data-dir): {e}"))?;
+    let api_data_dir = args.data_dir.join("api");
+    warden_store::datadir::create_dir(&api_data_dir)
+        .map_err(|e| anyhow::anyhow!("the data dir (--data-dir): {e}"))?;
     let store = warden_store::Store::open(&args.data_dir.join("control.db"))?;
     let exe = std::env::current_exe()?;
     let initial = warden_deploy::release::for_up(
@@ -627,7 +628,7 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     let settings = warden_deploy::controller::Settings {
         replicas: usize::from(args.replicas),
-        api_data_dir: args.data_dir.join("api"),
+        api_data_dir,
         bake: args.bake,
         drain_timeout: args.drain_timeout,
         ready_timeout: args.ready_timeout,
@@ -753,9 +754,8 @@ fn outcome(
 /// `warden release add|list`.
 fn release(command: ReleaseCommand) -> anyhow::Result<ExitCode> {
     let open = |data_dir: &std::path::Path| -> anyhow::Result<warden_store::Store> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            anyhow::anyhow!("cannot create the data dir {}: {e}", data_dir.display())
-        })?;
+        warden_store::datadir::prepare(data_dir)
+            .map_err(|e| anyhow::anyhow!("the data dir (--data-dir): {e}"))?;
         Ok(warden_store::Store::open(&data_dir.join("control.db"))?)
     };
     match command {

@@ -1,0 +1,299 @@
+//! `warden up`'s data directory as the real binary leaves it: owner-only whatever
+//! the umask.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{free_port, wait_ready};
+
+const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+
+/// `warden ARGS` under `umask 000`, so nothing but Warden's own modes keeps a
+/// file private; no WARDEN_* variable of the test's environment leaks in. Stderr
+/// goes to `stderr`.
+fn warden_umask_000(args: &[&str], stderr: &Path) -> Child {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "umask 000; exec \"$0\" \"$@\"", WARDEN])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).unwrap());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WARDEN_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("WARDEN_LOG", "warn").spawn().unwrap()
+}
+
+/// A running `warden up` on free ports.
+struct Running {
+    child: Child,
+    api: String,
+    console: u16,
+    stderr: PathBuf,
+}
+
+impl Running {
+    fn start(data: &Path, stderr: PathBuf) -> Self {
+        let (api, console) = (free_port(), free_port());
+        let child = warden_umask_000(
+            &[
+                "up",
+                "--listen",
+                &format!("127.0.0.1:{api}"),
+                "--console",
+                &format!("127.0.0.1:{console}"),
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--replicas",
+                "1",
+                "--release",
+                "v1",
+            ],
+            &stderr,
+        );
+        Self {
+            child,
+            api: format!("http://127.0.0.1:{api}"),
+            console,
+            stderr,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) {
+        signal("-TERM", self.child.id());
+        let status = wait_exit(&mut self.child, Duration::from_secs(30));
+        assert!(status.success(), "exit {status:?}: {}", self.stderr());
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal("-TERM", self.child.id());
+            let _ = wait_exit(&mut self.child, Duration::from_secs(15));
+        }
+    }
+}
+
+fn signal(signal: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("pid {} did not exit within {within:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every entry under `root` (itself included) with its permission bits.
+fn modes(root: &Path) -> Vec<(PathBuf, u32, bool)> {
+    let mut out = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        out.push((
+            path.clone(),
+            meta.permissions().mode() & 0o7777,
+            meta.is_dir(),
+        ));
+        if meta.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Directories must be 0700 and files 0600; a stored release binary, which its
+/// owner runs, 0500. Returns the relative paths of the files seen.
+fn assert_owner_only(root: &Path, when: &str) -> Vec<String> {
+    let entries = modes(root);
+    let offenders: Vec<String> = entries
+        .iter()
+        .filter(|(path, mode, dir)| {
+            let binary = path
+                .parent()
+                .and_then(Path::parent)
+                .map(|p| p.ends_with("releases"))
+                == Some(true)
+                && path.file_name().is_some_and(|n| n == "warden");
+            let wanted = if *dir {
+                0o700
+            } else if binary {
+                0o500
+            } else {
+                0o600
+            };
+            *mode != wanted
+        })
+        .map(|(path, mode, dir)| {
+            format!(
+                "{} {} is {mode:o}",
+                if *dir { "dir" } else { "file" },
+                path.strip_prefix(root).unwrap().display()
+            )
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "{when}: entries of the data dir open to others:\n{}",
+        offenders.join("\n")
+    );
+    entries
+        .iter()
+        .filter(|(_, _, dir)| !dir)
+        .map(|(path, _, _)| path.strip_prefix(root).unwrap().display().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_file_warden_up_makes_is_owner_only_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = Running::start(&data, dir.path().join("up.stderr"));
+    let client = reqwest::Client::new();
+    wait_ready(&client, &format!("{}/readyz", up.api)).await;
+
+    // A user through the proxy (the API's database), a webhook subscriber and its
+    // signing secret through the admin API (the store).
+    let created = client
+        .post(format!("{}/v1/users", up.api))
+        .json(&serde_json::json!({"email": "ada@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let hook = Command::new(WARDEN)
+        .args([
+            "status",
+            "subscriber",
+            "add-webhook",
+            "http://127.0.0.1:9/hook",
+        ])
+        .args(["--console", &format!("127.0.0.1:{}", up.console)])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("WARDEN_WEBHOOK_SECRET", "a-signing-secret-of-some-length")
+        .env_remove("WARDEN_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        hook.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hook.stderr)
+    );
+
+    // While it runs: the SQLite files' -wal and -shm are there too.
+    let files = assert_owner_only(&data, "while warden up runs");
+    for expected in [
+        "control.db",
+        "control.db-wal",
+        "control.db-shm",
+        "admin-token",
+        "client-key",
+        "api/api.sqlite3",
+        "api/api.sqlite3-wal",
+        "api/api.sqlite3-shm",
+        "api/api.sqlite3.migrate-lock",
+    ] {
+        assert!(
+            files.iter().any(|f| f == expected),
+            "{expected} missing from {files:?}"
+        );
+    }
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("releases/") && f.ends_with("/warden")),
+        "the release binary is stored: {files:?}"
+    );
+    up.stop();
+    assert_owner_only(&data, "after warden up stopped");
+
+    // A data dir left open to others (by an older Warden, or by hand) is tightened
+    // on start, and the log says so.
+    for (path, mode) in [
+        (data.clone(), 0o755),
+        (data.join("api"), 0o777),
+        (data.join("control.db"), 0o644),
+        (data.join("admin-token"), 0o664),
+        (data.join("api/api.sqlite3"), 0o644),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let up = Running::start(&data, dir.path().join("up2.stderr"));
+    wait_ready(&client, &format!("{}/readyz", up.api)).await;
+    assert_owner_only(&data, "after a restart on a loose data dir");
+    let log = up.stderr();
+    assert!(
+        log.contains("open to other users") && log.contains("control.db 644 → 600"),
+        "{log}"
+    );
+    up.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warden_api_alone_keeps_its_sqlite_data_dir_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("api-data");
+    // Made by hand, open to everyone: tightened on start.
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let port = free_port();
+    let stderr = dir.path().join("api.stderr");
+    let mut api = warden_umask_000(
+        &[
+            "api",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &stderr,
+    );
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&client, &format!("{base}/readyz")).await;
+    let created = client
+        .post(format!("{base}/v1/users"))
+        .json(&serde_json::json!({"email": "ada@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let files = assert_owner_only(&data, "while warden api runs");
+    for expected in ["api.sqlite3", "api.sqlite3-wal", "api.sqlite3-shm"] {
+        assert!(
+            files.iter().any(|f| f == expected),
+            "{expected} missing from {files:?}"
+        );
+    }
+    signal("-TERM", api.id());
+    assert!(wait_exit(&mut api, Duration::from_secs(30)).success());
+    assert_owner_only(&data, "after warden api stopped");
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert!(log.contains("open to other users"), "{log}");
+}
