@@ -1,4 +1,5 @@
-//! The data directory of `warden up`: readable by its owner only.
+//! The data directory of `warden up`: readable by its owner only, and held by one
+//! `warden up` at a time ([`Lock`]).
 //!
 //! It holds webhook signing secrets, subscribers' addresses, the admin token and
 //! the API's users, so every directory Warden makes in it is 0700 and every file
@@ -148,6 +149,133 @@ fn tighten_one(path: &Path) -> Option<Tightened> {
     }
 }
 
+/// The name of the lock file in the data dir.
+pub const LOCK_FILE: &str = "lock";
+
+/// Who holds a data dir: written into its lock file by the holder.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Holder {
+    /// Its process id.
+    pub pid: u32,
+    /// When it took the lock (unix ms).
+    pub started_ms: i64,
+    /// What it is: `warden up`.
+    pub what: String,
+    /// Where to find it, e.g. `proxy 127.0.0.1:8080, console 127.0.0.1:8081`.
+    pub details: String,
+}
+
+/// The data dir is held by another process.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds it.
+    #[error("the data dir {} is in use by {}; stop it or pass --data-dir", dir.display(), describe(holder.as_ref()))]
+    Busy {
+        /// The data dir.
+        dir: PathBuf,
+        /// Who, as its lock file says (unknown if it had not written it yet).
+        holder: Option<Holder>,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("cannot lock the data dir {}: {source}", dir.display())]
+    Io {
+        /// The data dir.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+fn describe(holder: Option<&Holder>) -> String {
+    match holder {
+        None => "another process (its lock file does not say which yet)".to_owned(),
+        Some(h) => {
+            let ago = crate::now_ms().saturating_sub(h.started_ms).max(0) / 1000;
+            let ago = match ago {
+                0..60 => format!("{ago} s"),
+                60..3600 => format!("{} min", ago / 60),
+                3600..86400 => format!("{} h {} min", ago / 3600, ago % 3600 / 60),
+                _ => format!("{} days", ago / 86400),
+            };
+            let details = if h.details.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", h.details)
+            };
+            format!("{} (pid {}, started {ago} ago{details})", h.what, h.pid)
+        }
+    }
+}
+
+/// An exclusive hold on a data dir, released when dropped or when the process ends
+/// however it ends (an advisory `flock`: kill -9 leaves no stale lock).
+#[derive(Debug)]
+pub struct Lock {
+    _file: std::fs::File,
+}
+
+impl Lock {
+    /// Takes `dir`'s lock at once, writing this process's id, `what` it is and
+    /// `details` (where to find it) in it for whoever tries next; fails with
+    /// [`LockError::Busy`] naming the holder. The file is closed on exec, so child
+    /// processes never keep the lock.
+    ///
+    /// # Errors
+    /// [`LockError::Busy`] when another process holds it, [`LockError::Io`] when
+    /// the lock file cannot be opened.
+    pub fn acquire(dir: &Path, what: &str, details: &str) -> Result<Self, LockError> {
+        use std::io::{Read, Seek, Write};
+        let io = |source: io::Error| LockError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let path = dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                // The holder writes who it is right after locking: give it a moment.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+                let holder = loop {
+                    let mut text = String::new();
+                    let read = file.rewind().and_then(|()| file.read_to_string(&mut text));
+                    let holder = read
+                        .ok()
+                        .and_then(|_| serde_json::from_str::<Holder>(text.trim()).ok());
+                    if holder.is_some() || std::time::Instant::now() >= deadline {
+                        break holder;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                };
+                return Err(LockError::Busy {
+                    dir: dir.to_path_buf(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(error)) => return Err(io(error)),
+        }
+        let holder = Holder {
+            pid: std::process::id(),
+            started_ms: crate::now_ms(),
+            what: what.to_owned(),
+            details: details.to_owned(),
+        };
+        let text = serde_json::to_string(&holder).map_err(|e| io(e.into()))?;
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        file.write_all(format!("{text}\n").as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(Self { _file: file })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -214,5 +342,32 @@ mod tests {
         create_file(&file).unwrap();
         assert_eq!(mode(&file), 0o600);
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
+    }
+
+    #[test]
+    fn one_holder_at_a_time_and_the_next_one_is_told_who() {
+        let root = tempfile::tempdir().unwrap();
+        let lock = Lock::acquire(root.path(), "warden up", "console 127.0.0.1:1").unwrap();
+        assert_eq!(mode(&root.path().join(LOCK_FILE)), 0o600);
+        // flock locks belong to the open file: a second open in this process
+        // conflicts like another process would.
+        let error = Lock::acquire(root.path(), "another", "").unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!(
+                "is in use by warden up (pid {}, started 0 s ago, console 127.0.0.1:1); \
+                 stop it or pass --data-dir",
+                std::process::id()
+            )),
+            "{text}"
+        );
+        drop(lock);
+        let again = Lock::acquire(root.path(), "warden up", "console 127.0.0.1:2").unwrap();
+        let written = std::fs::read_to_string(root.path().join(LOCK_FILE)).unwrap();
+        assert!(
+            written.contains("127.0.0.1:2") && !written.contains("127.0.0.1:1"),
+            "{written}"
+        );
+        drop(again);
     }
 }

@@ -578,6 +578,15 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         config.monitor.scrape_timeout = config.monitor.scrape_timeout.min(interval);
         config.validate()?;
     }
+    warden_store::datadir::create_dir(&args.data_dir)
+        .map_err(|e| anyhow::anyhow!("the data dir (--data-dir): {e}"))?;
+    // One `warden up` per data dir: a second would share the store and the API's
+    // database with the first. It is refused before it changes anything.
+    let _lock = warden_store::datadir::Lock::acquire(
+        &args.data_dir,
+        "warden up",
+        &format!("proxy {}, console {}", args.listen, args.console),
+    )?;
     // Secrets live there (webhook secrets, the admin token, the API's users): owner
     // only, whatever the umask; a data dir open to others is tightened and logged.
     warden_store::datadir::prepare(&args.data_dir)

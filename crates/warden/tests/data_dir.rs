@@ -1,5 +1,5 @@
 //! `warden up`'s data directory as the real binary leaves it: owner-only whatever
-//! the umask.
+//! the umask, and held by one `warden up` at a time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -296,4 +296,101 @@ async fn warden_api_alone_keeps_its_sqlite_data_dir_owner_only() {
     assert_owner_only(&data, "after warden api stopped");
     let log = std::fs::read_to_string(&stderr).unwrap();
     assert!(log.contains("open to other users"), "{log}");
+}
+
+/// `warden up` on `data` with stderr to `stderr`, under the usual umask.
+fn up(data: &Path, stderr: &Path, release: &str, replicas: &str) -> (Child, String, u16) {
+    let (api, console) = (free_port(), free_port());
+    let mut command = Command::new(WARDEN);
+    command
+        .args([
+            "up",
+            "--listen",
+            &format!("127.0.0.1:{api}"),
+            "--console",
+            &format!("127.0.0.1:{console}"),
+            "--replicas",
+            replicas,
+            "--release",
+            release,
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).unwrap());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WARDEN_") {
+            command.env_remove(key);
+        }
+    }
+    let child = command.env("WARDEN_LOG", "warn").spawn().unwrap();
+    (child, format!("http://127.0.0.1:{api}"), console)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_warden_up_on_the_same_data_dir_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let client = reqwest::Client::new();
+    let (mut first, first_api, _) = up(&data, &dir.path().join("first.stderr"), "v1", "1");
+    let first_pid = first.id();
+    wait_ready(&client, &format!("{first_api}/readyz")).await;
+
+    let stderr = dir.path().join("second.stderr");
+    let (mut second, second_api, _) = up(&data, &stderr, "v1", "1");
+    let started = Instant::now();
+    let status = wait_exit(&mut second, Duration::from_secs(10));
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{said}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        said.contains("is in use by warden up")
+            && said.contains(&format!("pid {first_pid}"))
+            && said.contains("--data-dir"),
+        "{said}"
+    );
+    assert!(
+        client
+            .get(format!("{second_api}/readyz"))
+            .send()
+            .await
+            .is_err(),
+        "the second one serves nothing"
+    );
+    // Commands that read the store directly still work beside the running one.
+    let list = Command::new(WARDEN)
+        .args(["release", "list", "--json"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("WARDEN_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert!(String::from_utf8_lossy(&list.stdout).contains("\"v1\""));
+    assert!(
+        client
+            .get(format!("{first_api}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+
+    // kill -9 leaves no stale lock: the next one starts.
+    signal("-KILL", first_pid);
+    wait_exit(&mut first, Duration::from_secs(10));
+    let (mut third, third_api, _) = up(&data, &dir.path().join("third.stderr"), "v1", "1");
+    wait_ready(&client, &format!("{third_api}/readyz")).await;
+    signal("-TERM", third.id());
+    assert!(wait_exit(&mut third, Duration::from_secs(30)).success());
 }
