@@ -623,6 +623,16 @@ impl Store {
             .collect()
     }
 
+    /// When the newest sample was scraped (unix ms), if any: the last sign of life
+    /// of a control plane that stopped recording.
+    pub fn last_sample_ms(&self) -> Result<Option<i64>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT MAX(ts) FROM samples", [], |row| row.get(0))
+            .optional()?
+            .flatten())
+    }
+
     /// The newest event, if any (a cheap change marker for pages that poll).
     pub fn last_event_id(&self) -> Result<Option<i64>> {
         Ok(self

@@ -616,6 +616,25 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--console): {e}", args.console))?;
 
+    // After a crash, close what the crashed run left (its instances, dead or
+    // orphaned) before this one starts its own; then record this start.
+    let run = warden_deploy::recovery::Run {
+        pid: std::process::id(),
+        version: format!("{}-{}", BUILD.version, BUILD.git_commit),
+        listen: args.listen.to_string(),
+        console: args.console.to_string(),
+    };
+    let recovered = {
+        let run = run.clone();
+        store
+            .blocking(move |s| warden_deploy::recovery::start(s, &run))
+            .await?
+    };
+    if let Some(recovered) = &recovered {
+        tracing::info!(event = recovered.event.id, "the restart is recorded");
+    }
+    let record_store = store.clone();
+
     let (targets, targets_rx) = tokio::sync::watch::channel(Vec::new());
     let status = warden_monitor::control::MonitorStatus::new()?;
     let placeholder = warden_deploy::proxy::Upstream::new(&initial.name, Vec::new());
@@ -643,56 +662,70 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         ready_timeout: args.ready_timeout,
         rollback_on,
     };
-    let controller = warden_deploy::controller::Controller::start(context, settings, &initial)?;
-    let alerts = status.transitions();
-    let on_call = warden_monitor::control::dispatcher(&config, store.clone())?;
-    let monitor = warden_monitor::control::run(
-        config,
-        store.clone(),
-        targets_rx,
-        status.clone(),
-        on_call.clone(),
-    );
-    let status_page = status_cli::console(
-        &args.data_dir,
-        store.clone(),
-        warden_status::Wiring {
-            admin_token: token.clone(),
-            base_url: format!("http://{}", args.console),
-            on_call: Some(on_call),
-        },
-    )?;
-    let console_routes = warden_monitor::control::console(store, status)
-        .merge(warden_deploy::admin::router(controller.clone(), &token))
-        .merge(status_page)
-        .method_not_allowed_fallback(warden_api::routes::method_not_allowed);
-    // The client address limits sign-ups on the status page.
-    let console = axum::serve(
-        console,
-        console_routes.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    );
-    tokio::spawn(controller.clone().watch_alerts(alerts));
-    tokio::spawn(
-        controller
-            .clone()
-            .record_client_windows(std::time::Duration::from_secs(5)),
-    );
-    let proxy_threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let mut proxy_loops = proxy.spawn(proxy_listener.into_std()?, proxy_threads)?;
-    tracing::info!(
-        api = %args.listen,
-        console = %args.console,
-        release = %initial.name,
-        "warden is up"
-    );
-    tokio::select! {
-        result = proxy_loops.exited() => result?,
-        result = monitor => result?,
-        result = console => result?,
-        () = warden_api::shutdown_signal() => {}
+    // From here on every way out records the stop, so that only a crash is taken
+    // for one.
+    let outcome = async {
+        let controller = warden_deploy::controller::Controller::start(context, settings, &initial)?;
+        let alerts = status.transitions();
+        let on_call = warden_monitor::control::dispatcher(&config, store.clone())?;
+        let monitor = warden_monitor::control::run(
+            config,
+            store.clone(),
+            targets_rx,
+            status.clone(),
+            on_call.clone(),
+        );
+        let status_page = status_cli::console(
+            &args.data_dir,
+            store.clone(),
+            warden_status::Wiring {
+                admin_token: token.clone(),
+                base_url: format!("http://{}", args.console),
+                on_call: Some(on_call),
+            },
+        )?;
+        let console_routes = warden_monitor::control::console(store, status)
+            .merge(warden_deploy::admin::router(controller.clone(), &token))
+            .merge(status_page)
+            .method_not_allowed_fallback(warden_api::routes::method_not_allowed);
+        // The client address limits sign-ups on the status page.
+        let console = axum::serve(
+            console,
+            console_routes.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        );
+        tokio::spawn(controller.clone().watch_alerts(alerts));
+        tokio::spawn(
+            controller
+                .clone()
+                .record_client_windows(std::time::Duration::from_secs(5)),
+        );
+        let proxy_threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let mut proxy_loops = proxy.spawn(proxy_listener.into_std()?, proxy_threads)?;
+        tracing::info!(
+            api = %args.listen,
+            console = %args.console,
+            release = %initial.name,
+            "warden is up"
+        );
+        let outcome: anyhow::Result<()> = tokio::select! {
+            result = proxy_loops.exited() => result,
+            result = monitor => result,
+            result = console => result.map_err(Into::into),
+            () = warden_api::shutdown_signal() => Ok(()),
+        };
+        controller.shutdown().await;
+        outcome
     }
-    controller.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    .await;
+    // Last, after the instances' stops: the next start sees a clean stop.
+    let error = outcome.as_ref().err().map(|e| format!("{e:#}"));
+    if let Err(error) = record_store
+        .blocking(move |s| warden_deploy::recovery::stopped(s, &run, error.as_deref()))
+        .await
+    {
+        tracing::error!(%error, "could not record the stop; the next start will take it for a crash");
+    }
+    outcome.map(|()| ExitCode::SUCCESS)
 }
 
 /// `warden deploy`: asks the running `warden up` to deploy.

@@ -1,5 +1,5 @@
 //! `warden up`'s data directory as the real binary leaves it: owner-only whatever
-//! the umask, and held by one `warden up` at a time.
+//! the umask, and held by one `warden up` at a time, whose crash the next one records.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -391,6 +391,169 @@ async fn a_second_warden_up_on_the_same_data_dir_is_refused_at_once() {
     wait_exit(&mut first, Duration::from_secs(10));
     let (mut third, third_api, _) = up(&data, &dir.path().join("third.stderr"), "v1", "1");
     wait_ready(&client, &format!("{third_api}/readyz")).await;
+    signal("-TERM", third.id());
+    assert!(wait_exit(&mut third, Duration::from_secs(30)).success());
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        !matches!(state, None | Some('Z' | 'X'))
+    })
+}
+
+fn events(store: &warden_store::Store, prefix: &str) -> Vec<warden_store::Event> {
+    store
+        .events(&warden_store::EventFilter {
+            kind_prefix: Some(prefix.into()),
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_of_warden_up_is_recorded_on_restart_with_the_instances_it_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let client = reqwest::Client::new();
+    let (mut first, api, _) = up(&data, &dir.path().join("first.stderr"), "v2", "2");
+    let first_pid = first.id();
+    wait_ready(&client, &format!("{api}/readyz")).await;
+    let store = warden_store::Store::open(&data.join("control.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pids: Vec<u32> = loop {
+        let pids: Vec<u32> = events(&store, "instance.started")
+            .iter()
+            .map(|e| u32::try_from(e.payload["pid"].as_u64().unwrap()).unwrap())
+            .collect();
+        if pids.len() == 2 {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "instances: {pids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (dead, hung) = (pids[0], pids[1]);
+
+    // One instance hangs, so it outlives its supervisor; the other notices the
+    // supervisor is gone and exits by itself.
+    signal("-STOP", hung);
+    signal("-KILL", first_pid);
+    wait_exit(&mut first, Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(dead) {
+        assert!(
+            Instant::now() < deadline,
+            "instance {dead} outlived warden up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(alive(hung));
+
+    let (mut second, api, console) = up(&data, &dir.path().join("second.stderr"), "v2", "2");
+    wait_ready(&client, &format!("{api}/readyz")).await;
+    assert!(!alive(hung), "the orphan {hung} was stopped");
+    let restarts = events(&store, "control.restarted");
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    let p = &restarts[0].payload;
+    assert_eq!(p["previous_pid"], first_pid);
+    assert_eq!(p["clean_stop"], false);
+    assert!(p["last_seen_ms"].as_i64().unwrap() >= p["previous_started_ms"].as_i64().unwrap());
+    let mut left: Vec<(u64, &str, &str)> = p["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["pid"].as_u64().unwrap(),
+                i["found"].as_str().unwrap(),
+                i["release"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    left.sort_unstable();
+    let mut expected = vec![
+        (u64::from(dead), "dead", "v2"),
+        (u64::from(hung), "stopped", "v2"),
+    ];
+    expected.sort_unstable();
+    assert_eq!(left, expected);
+    let summary = p["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("control plane restarted after a crash")
+            && summary.contains("1 instance of v2 found dead")
+            && summary.contains("1 instance of v2 found still running (orphaned) and stopped"),
+        "{summary}"
+    );
+    // Each instance is closed in the log too.
+    let lost = events(&store, "instance.lost");
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].payload["pid"], dead);
+    let stopped: Vec<_> = events(&store, "instance.stopped")
+        .into_iter()
+        .filter(|e| e.payload["orphan"] == true)
+        .collect();
+    assert_eq!(stopped.len(), 1);
+    assert_eq!(stopped[0].payload["pid"], hung);
+
+    // A postmortem drafted over that window tells of the restart.
+    let opened = Command::new(WARDEN)
+        .args(["incident", "open", "Sign-ins failing", "--json"])
+        .args(["--console", &format!("127.0.0.1:{console}")])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("WARDEN_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        opened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    let incident: serde_json::Value = serde_json::from_slice(&opened.stdout).unwrap();
+    let draft = Command::new(WARDEN)
+        .args(["postmortem", incident["id"].as_str().unwrap()])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("WARDEN_STATUS_CONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&draft.stdout);
+    assert!(
+        draft.status.success(),
+        "{}",
+        String::from_utf8_lossy(&draft.stderr)
+    );
+    assert!(
+        text.contains("control plane restarted after a crash"),
+        "{text}"
+    );
+    assert!(text.contains("control plane was down"), "{text}");
+
+    // The console's dashboard lists it with the deploys and instances.
+    let page = client
+        .get(format!("http://127.0.0.1:{console}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("control.restarted")
+            && page.contains("control plane restarted after a crash"),
+        "the dashboard lists the restart"
+    );
+
+    // A clean stop is not taken for a crash on the next start.
+    signal("-TERM", second.id());
+    assert!(wait_exit(&mut second, Duration::from_secs(30)).success());
+    assert_eq!(events(&store, "control.stopped").len(), 1);
+    let (mut third, api, _) = up(&data, &dir.path().join("third.stderr"), "v2", "1");
+    wait_ready(&client, &format!("{api}/readyz")).await;
+    assert_eq!(events(&store, "control.restarted").len(), 1);
     signal("-TERM", third.id());
     assert!(wait_exit(&mut third, Duration::from_secs(30)).success());
 }
