@@ -309,14 +309,15 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Creates the data directory when the database is the default SQLite file in it.
+    /// Creates the data directory, owner-only, when the database is the default
+    /// SQLite file in it; an existing one open to others is tightened.
     pub fn prepare_data_dir(args: &ApiArgs) -> std::io::Result<()> {
         if args.database_url.is_none() {
             let dir = args
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
-            std::fs::create_dir_all(dir)?;
+            crate::private::prepare_dir(&dir)?;
         }
         Ok(())
     }

@@ -168,17 +168,22 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
         .filter(|path| !path.as_os_str().is_empty() && path != &PathBuf::from(":memory:"))
 }
 
+/// Whether a SQLite URL asks for its file to be created when missing (`mode=rwc`).
+fn creates_file(url: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .any(|pair| pair.eq_ignore_ascii_case("mode=rwc"))
+    })
+}
+
 /// Holds an exclusive lock on `DB.migrate-lock` beside the database until dropped,
 /// so one process at a time migrates it.
 fn migration_lock(db: PathBuf) -> anyhow::Result<std::fs::File> {
     let mut name = db.into_os_string();
     name.push(".migrate-lock");
     let path = PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    let file = crate::private::open_file(&path)
         .map_err(|e| anyhow::anyhow!("cannot open the migration lock {}: {e}", path.display()))?;
     file.lock()
         .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", path.display()))?;
@@ -200,11 +205,27 @@ impl Db {
         // switch it to WAL (which fails with "database is locked" rather than wait)
         // and to create the same tables. PostgreSQL migrations hold an advisory lock.
         let _lock = match (backend, sqlite_path(url)) {
-            (Backend::Sqlite, Some(path)) => Some(
-                tokio::task::spawn_blocking(move || migration_lock(path))
+            (Backend::Sqlite, Some(path)) => {
+                let creates = creates_file(url);
+                Some(
+                    tokio::task::spawn_blocking(move || {
+                        let lock = migration_lock(path.clone())?;
+                        // SQLite would make it 0644 less the umask, and its -wal and
+                        // -shm files after it: they copy the database's permissions.
+                        if creates {
+                            crate::private::open_file(&path).map_err(|e| {
+                                anyhow::anyhow!(
+                                    "cannot create the database {}: {e}",
+                                    path.display()
+                                )
+                            })?;
+                        }
+                        anyhow::Ok(lock)
+                    })
                     .await
                     .map_err(|e| anyhow::anyhow!("the migration lock task failed: {e}"))??,
-            ),
+                )
+            }
             _ => None,
         };
         let pool = open_pool(url, backend, max_connections).await?;

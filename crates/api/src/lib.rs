@@ -28,6 +28,7 @@ pub mod error;
 pub mod forwarded;
 pub mod json;
 pub mod model;
+pub mod private;
 pub mod routes;
 
 use std::future::Future;

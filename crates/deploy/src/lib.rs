@@ -11,6 +11,9 @@
 //!   metrics.
 //! - [`controller`] deploys (ready, switch, warm previous release, drain) and rolls
 //!   back, by hand or automatically on alerts during the bake window.
+//! - [`recovery`] records the control plane's own runs (`control.started`,
+//!   `control.stopped`) and, after a crash, what it left (`control.restarted`,
+//!   `instance.lost`), stopping the instances it orphaned.
 //! - [`admin`] is the console's deploy API and the client of the CLI.
 //! - [`drill`] is `warden drill rollback`, the practice run; [`drill_leak`] is
 //!   `warden drill leak`, the replay of the whole outage with its scorecard.
@@ -24,5 +27,6 @@ pub mod drill;
 pub mod drill_leak;
 pub mod history;
 pub mod proxy;
+pub mod recovery;
 pub mod release;
 pub mod supervisor;

@@ -197,15 +197,17 @@ fn store_binary(data_dir: &Path, sha256: &str, bytes: &[u8]) -> anyhow::Result<P
     if path.exists() {
         return Ok(path);
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    warden_store::datadir::create_dir(&dir)?;
     let mut file = tempfile::NamedTempFile::new_in(&dir)?;
     file.write_all(bytes)?;
     file.as_file().sync_all()?;
+    // Its owner runs it and nobody changes it; like the rest of the data dir, it is
+    // nobody else's business.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         file.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o555))?;
+            .set_permissions(std::fs::Permissions::from_mode(0o500))?;
     }
     file.persist(&path)
         .with_context(|| format!("cannot store the binary at {}", path.display()))?;

@@ -15,8 +15,10 @@
 //! `warden up` was given (`WARDEN_HEADER_READ_TIMEOUT`, `WARDEN_IDLE_TIMEOUT`). Its
 //! stderr is passed through, and the last lines are kept to say why an instance
 //! that failed to start failed.
-//! Every start and exit is an event in the store, written in the background; a store
-//! that fails is logged and never delays or stops the supervisor.
+//! Every start, exit and stop is an event in the store (`instance.started` with the
+//! command line, `instance.exited`, `instance.stopped`), written in the background;
+//! a store that fails is logged and never stops the supervisor, and delays a stop
+//! by two seconds at most.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -28,12 +30,19 @@ use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 use warden_monitor::scrape::Target;
+use warden_store::kinds::{INSTANCE_EXITED, INSTANCE_STARTED, INSTANCE_STOPPED};
 use warden_store::{NewEvent, Store};
 
 use crate::proxy::{Backend, Proxy};
 
 /// How long a stopping instance gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The variable that tells an instance its supervisor's pid.
+pub const SUPERVISOR_ENV: &str = "WARDEN_SUPERVISOR_PID";
+
+/// How long a stop waits for its `instance.stopped` event to be written.
+const RECORD_WAIT: Duration = Duration::from_secs(2);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -117,7 +126,7 @@ pub async fn supervise(
             .arg("--data-dir")
             .arg(&spec.data_dir)
             .args(&spec.args)
-            .env("WARDEN_SUPERVISOR_PID", std::process::id().to_string())
+            .env(SUPERVISOR_ENV, std::process::id().to_string())
             // Lets the instance believe the proxy's X-Forwarded-For; in the
             // environment because a command line is readable by every local user.
             .env(crate::proxy::SECRET_ENV, context.proxy.forwarding_secret())
@@ -156,15 +165,17 @@ pub async fn supervise(
         let pid = child.id();
         record(
             &context.store,
-            "instance.started",
+            INSTANCE_STARTED,
             &spec,
-            serde_json::json!({ "pid": pid }),
+            // The command line lets a restarted control plane tell this instance,
+            // orphaned, from a process that got its pid later.
+            serde_json::json!({ "pid": pid, "command": command_line(&spec) }),
         );
         let ready = tokio::select! {
             ready = wait_ready(&instance, &mut child) => ready,
             () = stopped(&mut stop) => {
                 terminate(&mut child).await;
-                record(&context.store, "instance.stopped", &spec, serde_json::json!({ "pid": pid }));
+                record_stop(&context.store, &spec, pid).await;
                 return;
             }
         };
@@ -191,8 +202,7 @@ pub async fn supervise(
                 backend.set_ready(false);
                 terminate(&mut child).await;
                 unpublish(&context, &instance);
-                // So the dashboard and the timeline show it stopped, not "up" forever.
-                record(&context.store, "instance.stopped", &spec, serde_json::json!({ "pid": pid }));
+                record_stop(&context.store, &spec, pid).await;
                 return;
             }
         };
@@ -229,7 +239,7 @@ pub async fn supervise(
         tracing::warn!(%instance, ?code, "instance exited; restarting in {backoff:?}");
         record(
             &context.store,
-            "instance.exited",
+            INSTANCE_EXITED,
             &spec,
             serde_json::json!({
                 "pid": pid,
@@ -323,9 +333,28 @@ async fn wait_ready(instance: &str, child: &mut tokio::process::Child) -> bool {
     false
 }
 
+/// The instance's command line as it is started: the binary, then its arguments.
+fn command_line(spec: &InstanceSpec) -> Vec<String> {
+    let mut argv = vec![
+        spec.bin.to_string_lossy().into_owned(),
+        "api".to_owned(),
+        "--listen".to_owned(),
+        spec.listen.to_string(),
+        "--data-dir".to_owned(),
+        spec.data_dir.to_string_lossy().into_owned(),
+    ];
+    argv.extend(spec.args.iter().cloned());
+    argv
+}
+
 /// Appends an event without waiting for it: a slow or failing store never delays
 /// a start or a restart.
-fn record(store: &Store, kind: &str, spec: &InstanceSpec, payload: serde_json::Value) {
+fn record(
+    store: &Store,
+    kind: &str,
+    spec: &InstanceSpec,
+    payload: serde_json::Value,
+) -> tokio::task::JoinHandle<()> {
     let mut payload = payload;
     payload["instance"] = spec.listen.to_string().into();
     payload["summary"] = format!("{kind} {}", spec.listen).into();
@@ -342,5 +371,19 @@ fn record(store: &Store, kind: &str, spec: &InstanceSpec, payload: serde_json::V
         {
             tracing::warn!(%error, "could not record {kind}");
         }
-    });
+    })
+}
+
+/// Records that the instance was stopped on request, waiting (briefly) for the
+/// write: when `warden up` stops, it must be in the log before `control.stopped`.
+async fn record_stop(store: &Store, spec: &InstanceSpec, pid: Option<u32>) {
+    let write = record(
+        store,
+        INSTANCE_STOPPED,
+        spec,
+        serde_json::json!({ "pid": pid }),
+    );
+    if tokio::time::timeout(RECORD_WAIT, write).await.is_err() {
+        tracing::warn!(instance = %spec.listen, "the store is slow: instance.stopped is written later");
+    }
 }

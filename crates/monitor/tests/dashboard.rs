@@ -389,6 +389,38 @@ async fn deploys_rollbacks_and_alerts_are_marked_on_every_chart() {
 }
 
 #[tokio::test]
+async fn a_restart_of_the_control_plane_is_marked_and_listed() {
+    let (store, now) = filled_store();
+    store
+        .append_event_at(
+            now - 30 * MINUTE,
+            &NewEvent {
+                kind: "control.restarted".into(),
+                release: None,
+                payload: json!({
+                    "summary": "control plane restarted after a crash (its last record was 42s before); 2 instances of v2 found dead",
+                }),
+            },
+        )
+        .unwrap();
+    let app = app(store);
+    let (_, _, page) = get(&app, "/").await;
+    for slug in CHARTS {
+        let svg = chart(&page, slug);
+        assert_eq!(svg.matches("marker marker-restart").count(), 1, "{slug}");
+        assert!(svg.contains("control.restarted · control plane restarted after a crash"));
+    }
+    let legend = section(&page, r#"class="legend-markers""#, "</div>");
+    assert!(legend.contains(">control plane restart<"), "{legend}");
+    let events = section(&page, r#"id="events""#, "</section>");
+    assert!(
+        events.contains(r#"kind-control">control.restarted<"#)
+            && events.contains("2 instances of v2 found dead"),
+        "{events}"
+    );
+}
+
+#[tokio::test]
 async fn active_alerts_are_those_whose_latest_event_is_pending_or_firing() {
     let (store, _) = filled_store();
     let app = app(store);

@@ -46,7 +46,9 @@ use serde::{Deserialize, Serialize};
 use warden_audit::lockdiff::{self, Bump, ChangeKind};
 use warden_monitor::dashboard::chart::{self, Chart, Framing, Line, Marker, MarkerKind, Unit};
 use warden_monitor::scrape::series;
-use warden_store::kinds::{CANARY, DEPLOY_STARTED, DEPLOYED, MARKED_BAD, ROLLED_BACK};
+use warden_store::kinds::{
+    CANARY, CONTROL_RESTARTED, DEPLOY_STARTED, DEPLOYED, MARKED_BAD, ROLLED_BACK,
+};
 use warden_store::{Event, EventFilter, KIND_INCIDENT, NewEvent, Release, StatusUpdate, Store};
 
 use crate::config::{TemplateValues, fill};
@@ -530,6 +532,20 @@ pub fn draft_at(store: &Store, incident_id: &str, now_ms: i64) -> Result<Postmor
             Source::event(early)
         ));
     }
+    // A crash of the control plane leaves a stretch with no records: say so.
+    for restart in window.iter().filter(|e| e.kind == CONTROL_RESTARTED) {
+        let from = restart.payload["last_seen_ms"]
+            .as_i64()
+            .unwrap_or(restart.at_ms);
+        gaps.push(format!(
+            "The control plane was down from about {} to {} [{}]: it had crashed, so no \
+             series, alert or event was recorded in between. The instances it left are in \
+             the timeline.",
+            clock_seconds(from),
+            clock_seconds(restart.at_ms),
+            Source::event(restart)
+        ));
+    }
     let marked_bad = window
         .iter()
         .find(|e| e.kind == MARKED_BAD && e.release.as_deref().is_some_and(&served));
@@ -669,6 +685,7 @@ pub fn draft_at(store: &Store, incident_id: &str, now_ms: i64) -> Result<Postmor
                 ROLLED_BACK => MarkerKind::Rollback,
                 "alert.firing" => MarkerKind::AlertFiring,
                 "alert.resolved" => MarkerKind::AlertResolved,
+                CONTROL_RESTARTED => MarkerKind::Restart,
                 _ => return None,
             };
             let marker = |description: String| Marker {
@@ -2181,6 +2198,7 @@ fn public_describe(event: &Event) -> String {
             "alert cleared: {}",
             alert_words(e_text(event, "alert").unwrap_or_default())
         ),
+        CONTROL_RESTARTED => "our monitoring restarted after an interruption".to_owned(),
         _ => String::new(),
     }
 }

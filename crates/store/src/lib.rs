@@ -28,6 +28,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 mod clients;
+pub mod datadir;
 pub mod kinds;
 mod status;
 mod subscribers;
@@ -57,6 +58,9 @@ pub enum Error {
     /// Something with that identity is already recorded and cannot change.
     #[error("store: {0} already exists and cannot be changed; choose another name")]
     Exists(String),
+    /// The file could not be created.
+    #[error("store: {0}")]
+    Io(#[from] std::io::Error),
     /// A blocking task panicked or was cancelled.
     #[error("store: background task failed: {0}")]
     Task(String),
@@ -306,8 +310,12 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    /// Opens (creating if needed, owner-only) the store at `path` and brings its
+    /// schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
+        // SQLite would create it readable by everyone (0644 less the umask), and its
+        // -wal and -shm files after it: they take the database file's permissions.
+        datadir::create_file(path)?;
         Self::init(Connection::open(path)?)
     }
 
@@ -613,6 +621,16 @@ impl Store {
                 },
             )
             .collect()
+    }
+
+    /// When the newest sample was scraped (unix ms), if any: the last sign of life
+    /// of a control plane that stopped recording.
+    pub fn last_sample_ms(&self) -> Result<Option<i64>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT MAX(ts) FROM samples", [], |row| row.get(0))
+            .optional()?
+            .flatten())
     }
 
     /// The newest event, if any (a cheap change marker for pages that poll).

@@ -597,12 +597,22 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         config.monitor.scrape_timeout = config.monitor.scrape_timeout.min(interval);
         config.validate()?;
     }
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create the data dir {}: {e}",
-            args.data_dir.display()
-        )
-    })?;
+    warden_store::datadir::create_dir(&args.data_dir)
+        .map_err(|e| anyhow::anyhow!("the data dir (--data-dir): {e}"))?;
+    // One `warden up` per data dir: a second would share the store and the API's
+    // database with the first. It is refused before it changes anything.
+    let _lock = warden_store::datadir::Lock::acquire(
+        &args.data_dir,
+        "warden up",
+        &format!("proxy {}, console {}", args.listen, args.console),
+    )?;
+    // Secrets live there (webhook secrets, the admin token, the API's users): owner
+    // only, whatever the umask; a data dir open to others is tightened and logged.
+    warden_store::datadir::prepare(&args.data_dir)
+        .map_err(|e| anyhow::anyhow!("the data dir (--data-dir): {e}"))?;
+    let api_data_dir = args.data_dir.join("api");
+    warden_store::datadir::create_dir(&api_data_dir)
+        .map_err(|e| anyhow::anyhow!("the data dir (--data-dir): {e}"))?;
     let store = warden_store::Store::open(&args.data_dir.join("control.db"))?;
     let exe = std::env::current_exe()?;
     let initial = warden_deploy::release::for_up(
@@ -630,6 +640,25 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--console): {e}", args.console))?;
 
+    // After a crash, close what the crashed run left (its instances, dead or
+    // orphaned) before this one starts its own; then record this start.
+    let run = warden_deploy::recovery::Run {
+        pid: std::process::id(),
+        version: format!("{}-{}", BUILD.version, BUILD.git_commit),
+        listen: args.listen.to_string(),
+        console: args.console.to_string(),
+    };
+    let recovered = {
+        let run = run.clone();
+        store
+            .blocking(move |s| warden_deploy::recovery::start(s, &run))
+            .await?
+    };
+    if let Some(recovered) = &recovered {
+        tracing::info!(event = recovered.event.id, "the restart is recorded");
+    }
+    let record_store = store.clone();
+
     let (targets, targets_rx) = tokio::sync::watch::channel(Vec::new());
     let status = warden_monitor::control::MonitorStatus::new()?;
     let placeholder = warden_deploy::proxy::Upstream::new(&initial.name, Vec::new());
@@ -651,71 +680,85 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     };
     let settings = warden_deploy::controller::Settings {
         replicas: usize::from(args.replicas),
-        api_data_dir: args.data_dir.join("api"),
+        api_data_dir,
         bake: args.bake,
         drain_timeout: args.drain_timeout,
         ready_timeout: args.ready_timeout,
         rollback_on,
         connection_timeouts,
     };
-    let controller = warden_deploy::controller::Controller::start(context, settings, &initial)?;
-    let alerts = status.transitions();
-    let on_call = warden_monitor::control::dispatcher(&config, store.clone())?;
-    let monitor = warden_monitor::control::run(
-        config,
-        store.clone(),
-        targets_rx,
-        status.clone(),
-        on_call.clone(),
-    );
-    let status_page = status_cli::console(
-        &args.data_dir,
-        store.clone(),
-        warden_status::Wiring {
-            admin_token: token.clone(),
-            base_url: format!("http://{}", args.console),
-            on_call: Some(on_call),
-        },
-    )?;
-    let console_routes = warden_monitor::control::console(store, status)
-        .merge(warden_deploy::admin::router(controller.clone(), &token))
-        .merge(status_page)
-        .method_not_allowed_fallback(warden_api::routes::method_not_allowed);
-    // Handlers get the client address (ConnectInfo), which limits sign-ups on the
-    // status page. The console stops with the process: no graceful shutdown.
-    let console = warden_telemetry::serve::serve(
-        console,
-        console_routes,
-        connection_timeouts,
-        std::future::pending(),
-    );
-    tokio::spawn(controller.clone().watch_alerts(alerts));
-    tokio::spawn(
-        controller
-            .clone()
-            .record_client_windows(std::time::Duration::from_secs(5)),
-    );
-    let proxy_threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let mut proxy_loops = proxy.spawn(
-        proxy_listener.into_std()?,
-        proxy_threads,
-        connection_timeouts,
-        connection_timeouts.idle,
-    )?;
-    tracing::info!(
-        api = %args.listen,
-        console = %args.console,
-        release = %initial.name,
-        "warden is up"
-    );
-    tokio::select! {
-        result = proxy_loops.exited() => result?,
-        result = monitor => result?,
-        () = console => anyhow::bail!("the console stopped"),
-        () = warden_api::shutdown_signal() => {}
+    // From here on every way out records the stop, so that only a crash is taken
+    // for one.
+    let outcome = async {
+        let controller = warden_deploy::controller::Controller::start(context, settings, &initial)?;
+        let alerts = status.transitions();
+        let on_call = warden_monitor::control::dispatcher(&config, store.clone())?;
+        let monitor = warden_monitor::control::run(
+            config,
+            store.clone(),
+            targets_rx,
+            status.clone(),
+            on_call.clone(),
+        );
+        let status_page = status_cli::console(
+            &args.data_dir,
+            store.clone(),
+            warden_status::Wiring {
+                admin_token: token.clone(),
+                base_url: format!("http://{}", args.console),
+                on_call: Some(on_call),
+            },
+        )?;
+        let console_routes = warden_monitor::control::console(store, status)
+            .merge(warden_deploy::admin::router(controller.clone(), &token))
+            .merge(status_page)
+            .method_not_allowed_fallback(warden_api::routes::method_not_allowed);
+        // Handlers get the client address (ConnectInfo), which limits sign-ups on
+        // the status page. The console stops with the process: no graceful shutdown.
+        let console = warden_telemetry::serve::serve(
+            console,
+            console_routes,
+            connection_timeouts,
+            std::future::pending(),
+        );
+        tokio::spawn(controller.clone().watch_alerts(alerts));
+        tokio::spawn(
+            controller
+                .clone()
+                .record_client_windows(std::time::Duration::from_secs(5)),
+        );
+        let proxy_threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let mut proxy_loops = proxy.spawn(
+            proxy_listener.into_std()?,
+            proxy_threads,
+            connection_timeouts,
+            connection_timeouts.idle,
+        )?;
+        tracing::info!(
+            api = %args.listen,
+            console = %args.console,
+            release = %initial.name,
+            "warden is up"
+        );
+        let outcome: anyhow::Result<()> = tokio::select! {
+            result = proxy_loops.exited() => result,
+            result = monitor => result,
+            () = console => Err(anyhow::anyhow!("the console stopped")),
+            () = warden_api::shutdown_signal() => Ok(()),
+        };
+        controller.shutdown().await;
+        outcome
     }
-    controller.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    .await;
+    // Last, after the instances' stops: the next start sees a clean stop.
+    let error = outcome.as_ref().err().map(|e| format!("{e:#}"));
+    if let Err(error) = record_store
+        .blocking(move |s| warden_deploy::recovery::stopped(s, &run, error.as_deref()))
+        .await
+    {
+        tracing::error!(%error, "could not record the stop; the next start will take it for a crash");
+    }
+    outcome.map(|()| ExitCode::SUCCESS)
 }
 
 /// `warden deploy`: asks the running `warden up` to deploy.
@@ -786,9 +829,8 @@ fn outcome(
 /// `warden release add|list`.
 fn release(command: ReleaseCommand) -> anyhow::Result<ExitCode> {
     let open = |data_dir: &std::path::Path| -> anyhow::Result<warden_store::Store> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            anyhow::anyhow!("cannot create the data dir {}: {e}", data_dir.display())
-        })?;
+        warden_store::datadir::prepare(data_dir)
+            .map_err(|e| anyhow::anyhow!("the data dir (--data-dir): {e}"))?;
         Ok(warden_store::Store::open(&data_dir.join("control.db"))?)
     };
     match command {

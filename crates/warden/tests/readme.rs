@@ -81,7 +81,12 @@ async fn the_readmes_commands_run_as_written() {
     let ci = std::fs::read_to_string(repo.join(".ci/run")).unwrap();
     let ci_lines: Vec<&str> = ci.lines().map(str::trim).collect();
     assert!(skipped[1].0.contains("warden gate"), "{skipped:?}");
-    for line in skipped[1].0.lines().map(str::trim).filter(|l| !l.is_empty()) {
+    for line in skipped[1]
+        .0
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
         assert!(
             ci_lines.contains(&line),
             ".ci/run must run the README's example-service commands as written: {line:?}"

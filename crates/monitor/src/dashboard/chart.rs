@@ -112,15 +112,18 @@ pub enum MarkerKind {
     AlertFiring,
     /// An `alert.resolved` event.
     AlertResolved,
+    /// A `control.restarted` event: the control plane came back after a crash.
+    Restart,
 }
 
 impl MarkerKind {
     /// Every kind, in legend order.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Deploy,
         Self::Rollback,
         Self::AlertFiring,
         Self::AlertResolved,
+        Self::Restart,
     ];
 
     /// The marker's colour.
@@ -131,6 +134,7 @@ impl MarkerKind {
             Self::Rollback => "#7c3aed",
             Self::AlertFiring => "#dc2626",
             Self::AlertResolved => "#16a34a",
+            Self::Restart => "#d97706",
         }
     }
 
@@ -142,6 +146,7 @@ impl MarkerKind {
             Self::Rollback => "rollback",
             Self::AlertFiring => "alert firing",
             Self::AlertResolved => "alert resolved",
+            Self::Restart => "control plane restart",
         }
     }
 
@@ -153,6 +158,7 @@ impl MarkerKind {
             Self::Rollback => "rollback",
             Self::AlertFiring => "alert-firing",
             Self::AlertResolved => "alert-resolved",
+            Self::Restart => "restart",
         }
     }
 }

@@ -431,7 +431,7 @@ fn text_field(payload: &serde_json::Value, name: &str) -> Option<String> {
 
 /// The kinds of events listed beside the alerts, and drawn as markers when they
 /// are deploys or rollbacks.
-const LOG_KINDS: [&str; 3] = ["deploy.", "rollback.", "instance."];
+const LOG_KINDS: [&str; 4] = ["deploy.", "rollback.", "instance.", "control."];
 /// How many events of each kind a page reads at most.
 const EVENT_LIMIT: u32 = 2_000;
 /// How many alert events are read to find the active alerts.
@@ -713,6 +713,8 @@ impl Snapshot {
                 MarkerKind::Deploy
             } else if event.kind.starts_with("rollback.") {
                 MarkerKind::Rollback
+            } else if event.kind == warden_store::kinds::CONTROL_RESTARTED {
+                MarkerKind::Restart
             } else {
                 continue;
             };

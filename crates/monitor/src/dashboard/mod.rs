@@ -593,6 +593,8 @@ impl DashboardPage {
                             "deploy"
                         } else if e.kind.starts_with("rollback.") {
                             "rollback"
+                        } else if e.kind.starts_with("control.") {
+                            "control"
                         } else {
                             "instance"
                         },
