@@ -371,3 +371,142 @@ async fn one_address_hammering_logins_through_the_proxy_locks_no_one_else_out() 
             .into_owned();
     assert!(!cmdline.contains(&secret), "{cmdline}");
 }
+
+/// Reads until the server closes `stream` (end of stream or a reset), failing when
+/// it is still open after five seconds or sends anything; returns how long it took.
+async fn until_closed(stream: &mut tokio::net::TcpStream, what: &str) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+        Err(_) => panic!("{what}: still open after 5 s"),
+        Ok(Ok(0)) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(Ok(n)) => panic!("{what}: sent {:?}", String::from_utf8_lossy(&buf[..n])),
+        Ok(Err(e)) => panic!("{what}: read failed: {e}"),
+    }
+    started.elapsed()
+}
+
+/// Sends `GET /healthz` on `stream` and returns the status line of the response,
+/// read whole.
+async fn healthz_on(stream: &mut tokio::net::TcpStream, what: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "{what}: closed mid-response");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| panic!("{what}: no content-length in {head}"))
+                .parse()
+                .unwrap();
+            if body.len() >= length {
+                return head.lines().next().unwrap_or_default().to_owned();
+            }
+        }
+    }
+}
+
+/// Connections that send nothing or half a request head, or idle after a response,
+/// are closed by every server `warden up` runs: the front proxy, the console, and
+/// the API instance, which gets the deadlines from `warden up`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_idle_connections_are_closed_by_the_proxy_the_console_and_the_instances() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (up, api, console) = Up::start(
+        dir.path(),
+        "",
+        false,
+        &[
+            "--replicas",
+            "1",
+            "--header-read-timeout",
+            "300ms",
+            "--idle-timeout",
+            "1s",
+        ],
+    );
+    let (header_read, idle) = (Duration::from_millis(300), Duration::from_secs(1));
+    let early = Duration::from_millis(10);
+    let client = reqwest::Client::new();
+    wait_ready(&client, &format!("http://127.0.0.1:{api}/readyz")).await;
+    let pid = child_of(up.0.id()).expect("warden up runs the API as its child");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let instance = args
+        .iter()
+        .position(|a| a == "--listen")
+        .and_then(|i| args.get(i + 1))
+        .unwrap_or_else(|| panic!("no --listen in {args:?}"))
+        .clone();
+
+    for (what, addr) in [
+        ("proxy", format!("127.0.0.1:{api}")),
+        ("console", format!("127.0.0.1:{console}")),
+        ("instance", instance),
+    ] {
+        let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let after = until_closed(&mut silent, what).await;
+        assert!(
+            after >= header_read - early,
+            "{what}: closed after {after:?}"
+        );
+
+        let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        half.write_all(b"GET /healthz HTTP/1.1\r\nHo")
+            .await
+            .unwrap();
+        let after = until_closed(&mut half, what).await;
+        assert!(
+            after >= header_read - early,
+            "{what}: closed after {after:?}"
+        );
+
+        let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        assert_eq!(
+            healthz_on(&mut kept, what).await,
+            "HTTP/1.1 200 OK",
+            "{what}"
+        );
+        tokio::time::sleep(header_read * 2).await;
+        assert_eq!(
+            healthz_on(&mut kept, what).await,
+            "HTTP/1.1 200 OK",
+            "{what}: a keep-alive connection outlives the header timeout"
+        );
+        let after = until_closed(&mut kept, what).await;
+        assert!(after >= idle - early, "{what}: closed after {after:?}");
+    }
+    // Requests through the proxy a whole idle timeout apart are all served: the
+    // proxy drops its unused connections to the instance before the instance does.
+    for _ in 0..3 {
+        let r = client
+            .get(format!("http://127.0.0.1:{api}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(idle).await;
+    }
+}
