@@ -143,7 +143,11 @@ pub async fn serve(
             peer,
         };
         let mut stop_rx = stop_rx.clone();
+        // Held until the connection is closed: `stopping` below is dropped as soon
+        // as the shutdown is heard, while the request in flight still runs.
+        let open = stop_rx.clone();
         tokio::spawn(async move {
+            let _open = open;
             let stopping = async move {
                 // Also when the server is gone without a shutdown.
                 let _ = stop_rx.wait_for(|stop| *stop).await;
