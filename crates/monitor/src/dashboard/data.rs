@@ -214,7 +214,7 @@ fn color_of(index: usize) -> String {
     }
     let n = (index - PALETTE.len()) as f64;
     let hue = n.mul_add(137.507_764, 17.0) % 360.0;
-    let lightness = if index % 2 == 0 { 36.0 } else { 48.0 };
+    let lightness = if index.is_multiple_of(2) { 36.0 } else { 48.0 };
     format!("hsl({hue:.1} 70% {lightness:.0}%)")
 }
 
