@@ -22,6 +22,8 @@ use rustsec::database::Query;
 use rustsec::{Collection, Lockfile};
 use time::Date;
 
+use crate::lockfile::Ecosystem;
+
 /// Where the live database is cloned from.
 pub const UPSTREAM: &str = "https://github.com/rustsec/advisory-db.git";
 
@@ -249,6 +251,16 @@ pub struct AdvisoryMatch {
     pub url: Option<String>,
     /// `Some(severity)` from its CVSS score, when it has one.
     pub severity: Option<String>,
+    /// Other IDs of the same advisory (CVE, GHSA, ...); given for OSV advisories.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// The package's ecosystem; absent for crates.io.
+    #[serde(skip_serializing_if = "is_crates_io")]
+    pub ecosystem: Ecosystem,
+}
+
+fn is_crates_io(ecosystem: &Ecosystem) -> bool {
+    *ecosystem == Ecosystem::CratesIo
 }
 
 /// Reads the advisories of the crates named in `lockfile` and returns those that
@@ -309,6 +321,8 @@ pub fn scan(db_path: &Path, lockfile: &Lockfile) -> anyhow::Result<Vec<AdvisoryM
                     .url()
                     .or_else(|| advisory.metadata.url.as_ref().map(ToString::to_string)),
                 severity: advisory.severity().map(|s| s.to_string()),
+                aliases: Vec::new(),
+                ecosystem: Ecosystem::CratesIo,
             });
         }
     }

@@ -1,6 +1,9 @@
-//! `warden deps audit`: the lockfile against the advisory database and the policy.
+//! `warden deps audit`: the lockfile against the advisory databases and the policy.
 //!
-//! Four checks, each finding a violation (fails the audit) or a warning:
+//! A Cargo.lock gets four checks, each finding a violation (fails the audit) or a
+//! warning; a lockfile of another ecosystem (PyPI, npm, Go) gets the first, from
+//! OSV advisories only (`--osv-db DIR`, [`crate::osv`]), which a Cargo.lock may get
+//! too, beside RustSec's:
 //! - advisories: vulnerabilities always fail; unsound, unmaintained and notice
 //!   advisories fail when the policy's `deny_informational` lists their kind. An
 //!   ignore in the policy silences one advisory until its expiry date; an expired
@@ -18,6 +21,8 @@ use time::Date;
 
 use crate::advisories::{self, AdvisoryDb, AdvisoryKind, AdvisoryMatch, DbOptions};
 use crate::inventory;
+use crate::lockfile::{Ecosystem, Lockfile};
+use crate::osv::{self, OsvDb};
 use crate::policy::{Informational, Policy};
 
 /// What was checked.
@@ -50,7 +55,11 @@ pub struct Finding {
 pub struct AuditReport {
     pub lockfile: PathBuf,
     pub packages: usize,
-    pub database: AdvisoryDb,
+    /// The RustSec database, when a Cargo.lock was audited.
+    pub database: Option<AdvisoryDb>,
+    /// The OSV advisories, when `--osv-db` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub osv: Option<OsvDb>,
     pub policy: String,
     pub licenses_from: String,
     pub findings: Vec<Finding>,
@@ -74,8 +83,12 @@ impl AuditReport {
 /// What to audit, and against what.
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
+    /// A lockfile of any format, or a directory of them.
     pub lockfile: PathBuf,
+    /// The RustSec database, for a Cargo.lock.
     pub database: DbOptions,
+    /// A directory of OSV advisories (`--osv-db`), for any ecosystem.
+    pub osv_db: Option<PathBuf>,
     /// The policy, and a description of where it came from.
     pub policy: (Policy, String),
     pub today: Date,
@@ -97,30 +110,113 @@ pub fn load_policy(path: &Path, explicit: bool) -> anyhow::Result<(Policy, Strin
 /// violation.
 pub fn audit(options: &AuditOptions) -> anyhow::Result<AuditReport> {
     let (policy, policy_source) = &options.policy;
-    let lock = crate::lockdiff::load(&options.lockfile)?;
-    let database = advisories::locate(&options.database, options.today)?;
-    // Licenses may take a `cargo metadata` run: do it while the advisories are read.
-    let (matches, inventory) = std::thread::scope(|scope| {
-        let inventory = scope.spawn(|| inventory::inventory_of(&options.lockfile, &lock));
-        let matches = advisories::scan(&database.path, &lock);
-        let inventory = inventory
-            .join()
-            .map_err(|_| anyhow::anyhow!("the inventory thread panicked"));
-        (matches, inventory)
-    });
-    let (matches, inventory) = (matches?, inventory?);
+    let lock = Lockfile::read(&options.lockfile)?;
+    let cargo = lock.cargo_file().map(|f| f.path.clone());
+    if cargo.is_none() && options.osv_db.is_none() {
+        let ecosystems: Vec<&str> = lock.ecosystems().iter().map(|e| e.as_str()).collect();
+        anyhow::bail!(
+            "{} has no Cargo.lock, and RustSec advisories are about Rust crates only: pass \
+             --osv-db DIR, a directory of OSV advisories for {}",
+            lock.describe(),
+            if ecosystems.is_empty() {
+                "its ecosystem".to_owned()
+            } else {
+                ecosystems.join(", ")
+            }
+        );
+    }
+    let mut osv = match &options.osv_db {
+        Some(dir) => Some(osv::load(dir, &lock.ecosystems())?),
+        None => None,
+    };
     let mut findings = Vec::new();
-    let mut ignored = Vec::new();
+    let mut matches = Vec::new();
+    let mut database = None;
+    let mut licenses_from =
+        "not checked: licenses are read for a Cargo.lock only (from cargo metadata)".to_owned();
+    if let Some(cargo) = &cargo {
+        let cargo_lock = crate::lockdiff::load(cargo)?;
+        let db = advisories::locate(&options.database, options.today)?;
+        // Licenses may take a `cargo metadata` run: do it while the advisories are read.
+        let (rustsec, inventory) = std::thread::scope(|scope| {
+            let inventory = scope.spawn(|| inventory::inventory_of(cargo, &cargo_lock));
+            let matches = advisories::scan(&db.path, &cargo_lock);
+            let inventory = inventory
+                .join()
+                .map_err(|_| anyhow::anyhow!("the inventory thread panicked"));
+            (matches, inventory)
+        });
+        let (rustsec, inventory) = (rustsec?, inventory?);
+        matches.extend(rustsec);
+        cargo_checks(policy, &inventory, &mut findings);
+        licenses_from = inventory.license_source;
+        database = Some(db);
+    }
+    if let Some(db) = &mut osv {
+        let mut found = db.scan(&lock.packages);
+        // RustSec already said what it knows of a crate: an OSV advisory that is
+        // the same one (by ID or alias) is not reported twice.
+        found.retain(|m| {
+            !matches.iter().any(|r: &AdvisoryMatch| {
+                r.package == m.package
+                    && r.version == m.version
+                    && (m.id == r.id || m.aliases.contains(&r.id))
+            })
+        });
+        matches.extend(found);
+    }
+    // An ignore that matched nothing is worth a warning only where its database was
+    // read: RUSTSEC IDs when a Cargo.lock was, the others when OSV advisories were.
+    let in_scope = |id: &str| {
+        if id.starts_with("RUSTSEC-") {
+            cargo.is_some()
+        } else {
+            osv.is_some()
+        }
+    };
+    let ignored = advisory_findings(policy, options.today, matches, &in_scope, &mut findings)?;
+    findings.sort_by(|a, b| {
+        (!a.violation, a.check, &a.package, &a.version).cmp(&(
+            !b.violation,
+            b.check,
+            &b.package,
+            &b.version,
+        ))
+    });
+    Ok(AuditReport {
+        lockfile: options.lockfile.clone(),
+        packages: lock.packages.len(),
+        database,
+        osv,
+        policy: policy_source.clone(),
+        licenses_from,
+        findings,
+        ignored,
+    })
+}
 
-    // Advisories, with the policy's ignores.
+/// Findings for the advisories that matched, with the policy's ignores; returns the
+/// advisories an ignore silenced.
+fn advisory_findings(
+    policy: &Policy,
+    today: Date,
+    matches: Vec<AdvisoryMatch>,
+    in_scope: &dyn Fn(&str) -> bool,
+    findings: &mut Vec<Finding>,
+) -> anyhow::Result<Vec<AdvisoryMatch>> {
+    let mut ignored = Vec::new();
     let mut used_ignores = vec![false; policy.advisories.ignore.len()];
     for m in matches {
-        let ignore = policy.advisories.ignore.iter().position(|i| i.id == m.id);
+        let ignore = policy
+            .advisories
+            .ignore
+            .iter()
+            .position(|i| i.id == m.id || m.aliases.contains(&i.id));
         if let Some(index) = ignore {
             used_ignores[index] = true;
             let rule = &policy.advisories.ignore[index];
             let expiry = rule.expiry()?;
-            if expiry > options.today {
+            if expiry > today {
                 ignored.push(m);
                 continue;
             }
@@ -155,11 +251,12 @@ pub fn audit(options: &AuditOptions) -> anyhow::Result<AuditReport> {
             package: Some(m.package.clone()),
             version: Some(m.version.clone()),
             message: format!(
-                "{} {}: {} {} ({}): {}",
-                m.package,
+                "{}{}: {} {}{} ({}): {}",
+                package_text(&m),
                 m.version,
                 m.kind,
                 m.id,
+                aliases_text(&m),
                 m.title,
                 fix_text(&m)
             ),
@@ -167,7 +264,7 @@ pub fn audit(options: &AuditOptions) -> anyhow::Result<AuditReport> {
         });
     }
     for (rule, used) in policy.advisories.ignore.iter().zip(used_ignores) {
-        if !used {
+        if !used && in_scope(&rule.id) {
             findings.push(Finding {
                 check: Check::Policy,
                 violation: false,
@@ -181,7 +278,30 @@ pub fn audit(options: &AuditOptions) -> anyhow::Result<AuditReport> {
             });
         }
     }
+    Ok(ignored)
+}
 
+/// `serde_json ` for a crate (as before other ecosystems were read), `flask (PyPI) `
+/// for the others.
+fn package_text(m: &AdvisoryMatch) -> String {
+    if m.ecosystem == Ecosystem::CratesIo {
+        format!("{} ", m.package)
+    } else {
+        format!("{} ({}) ", m.package, m.ecosystem)
+    }
+}
+
+/// ` (aka CVE-..., GHSA-...)` when the advisory has aliases.
+fn aliases_text(m: &AdvisoryMatch) -> String {
+    if m.aliases.is_empty() {
+        String::new()
+    } else {
+        format!(" (aka {})", m.aliases.join(", "))
+    }
+}
+
+/// Licenses, duplicate versions and sources of a Cargo.lock's packages.
+fn cargo_checks(policy: &Policy, inventory: &inventory::Inventory, findings: &mut Vec<Finding>) {
     // Licenses of registry packages.
     let mut unknown = Vec::new();
     for p in inventory
@@ -280,24 +400,6 @@ pub fn audit(options: &AuditOptions) -> anyhow::Result<AuditReport> {
             ),
         });
     }
-
-    findings.sort_by(|a, b| {
-        (!a.violation, a.check, &a.package, &a.version).cmp(&(
-            !b.violation,
-            b.check,
-            &b.package,
-            &b.version,
-        ))
-    });
-    Ok(AuditReport {
-        lockfile: options.lockfile.clone(),
-        packages: lock.packages.len(),
-        database,
-        policy: policy_source.clone(),
-        licenses_from: inventory.license_source,
-        findings,
-        ignored,
-    })
 }
 
 fn denies(policy: &Policy, kind: Informational) -> bool {
@@ -306,10 +408,15 @@ fn denies(policy: &Policy, kind: Informational) -> bool {
 
 /// "fixed in >=1.2.3", or what to do when nothing fixes it.
 fn fix_text(m: &AdvisoryMatch) -> String {
+    let what = if m.ecosystem == Ecosystem::CratesIo {
+        "crate"
+    } else {
+        "package"
+    };
     if m.patched.is_empty() {
         match m.kind {
-            AdvisoryKind::Unmaintained => "no fixed version: replace the crate".to_owned(),
-            _ => "no fixed version: remove or replace the crate".to_owned(),
+            AdvisoryKind::Unmaintained => format!("no fixed version: replace the {what}"),
+            _ => format!("no fixed version: remove or replace the {what}"),
         }
     } else {
         format!("fixed in {}", m.patched.join(" or "))
@@ -319,7 +426,15 @@ fn fix_text(m: &AdvisoryMatch) -> String {
 /// The report as text: findings first, then a summary line.
 pub fn render(report: &AuditReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "advisory database: {}", report.database.describe());
+    if let Some(database) = &report.database {
+        let _ = writeln!(out, "advisory database: {}", database.describe());
+    }
+    if let Some(osv) = &report.osv {
+        let _ = writeln!(out, "OSV advisories: {}", osv.describe());
+        for warning in &osv.warnings {
+            let _ = writeln!(out, "warning: {warning}");
+        }
+    }
     let _ = writeln!(out, "policy: {}", report.policy);
     let _ = writeln!(out, "licenses from: {}", report.licenses_from);
     for finding in &report.findings {
@@ -337,8 +452,12 @@ pub fn render(report: &AuditReport) -> String {
     for m in &report.ignored {
         let _ = writeln!(
             out,
-            "ignored: {} {}: {} {} ({}), as the policy says",
-            m.package, m.version, m.kind, m.id, m.title
+            "ignored: {}{}: {} {} ({}), as the policy says",
+            package_text(m),
+            m.version,
+            m.kind,
+            m.id,
+            m.title
         );
     }
     let (violations, warnings) = report.counts();

@@ -1,5 +1,8 @@
-//! Every package of a Cargo.lock: version, source, checksum, license, whether a
-//! workspace member depends on it directly, and which members pull it in.
+//! Every package of a lockfile: version, source, checksum, and for a Cargo.lock
+//! also its license, whether a workspace member depends on it directly, and which
+//! members pull it in. A lockfile of another ecosystem (or a directory of several)
+//! lists ecosystem, name, version, source and checksum only: licenses and the
+//! dependency graph are read for a Cargo.lock alone.
 //!
 //! The dependency graph comes from the lockfile itself (so any lockfile can be
 //! listed); licenses come from `cargo metadata --offline --locked` when the lockfile
@@ -13,12 +16,17 @@ use std::path::{Path, PathBuf};
 
 use cargo_lock::{Lockfile, Package};
 
+use crate::lockfile::{Ecosystem, Format};
+
 /// One package of the lockfile.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct InventoryPackage {
+    pub ecosystem: Ecosystem,
     pub name: String,
     pub version: String,
-    /// `crates.io`, `path` (a workspace member or local crate), or the source URL.
+    /// `crates.io`, `path` (a workspace member or local crate), or the source URL;
+    /// for other ecosystems `registry` (the ecosystem's own) or what the lockfile
+    /// says ([`crate::lockfile::Package::source`]).
     pub source: String,
     pub checksum: Option<String>,
     /// The SPDX expression the crate declares, if known.
@@ -39,12 +47,59 @@ pub struct Inventory {
     pub packages: Vec<InventoryPackage>,
     /// Where the licenses came from, and what could not be found.
     pub license_source: String,
+    /// Whether kinds (member, direct, transitive), licenses and who pulls each
+    /// package in were worked out: for a single Cargo.lock only.
+    pub cargo_details: bool,
 }
 
-/// Builds the inventory of the lockfile at `path`.
+/// Builds the inventory of the lockfile at `path` (any format, or a directory of
+/// lockfiles).
 pub fn inventory(path: &Path) -> anyhow::Result<Inventory> {
-    let lock = crate::lockdiff::load(path)?;
-    Ok(inventory_of(path, &lock))
+    let lock = crate::lockfile::Lockfile::read(path)?;
+    if let [only] = lock.files.as_slice()
+        && only.format == Format::CargoLock
+    {
+        let cargo = crate::lockdiff::load(&only.path)?;
+        return Ok(inventory_of(&only.path, &cargo));
+    }
+    Ok(generic(path, &lock))
+}
+
+/// The inventory of a lockfile that is not (only) a Cargo.lock.
+fn generic(path: &Path, lock: &crate::lockfile::Lockfile) -> Inventory {
+    let mut packages: Vec<InventoryPackage> = lock
+        .packages
+        .iter()
+        .map(|p| InventoryPackage {
+            ecosystem: p.ecosystem,
+            name: p.name.clone(),
+            version: p.version.clone(),
+            source: p.source.clone().unwrap_or_else(|| "registry".to_owned()),
+            checksum: p.checksum.clone(),
+            license: None,
+            member: false,
+            direct: false,
+            pulled_in_by: Vec::new(),
+        })
+        .collect();
+    packages.sort_by(|a, b| {
+        let parsed = |p: &InventoryPackage| p.ecosystem.parse_version(&p.version).ok();
+        (a.ecosystem, &a.name, parsed(a), &a.version).cmp(&(
+            b.ecosystem,
+            &b.name,
+            parsed(b),
+            &b.version,
+        ))
+    });
+    Inventory {
+        lockfile: path.to_owned(),
+        members: Vec::new(),
+        packages,
+        license_source: "not read: licenses and who pulls each package in are read for a \
+                         Cargo.lock only"
+            .to_owned(),
+        cargo_details: false,
+    }
 }
 
 /// The inventory of `lock`, already read from `path`.
@@ -125,6 +180,7 @@ fn build(
         .iter()
         .enumerate()
         .map(|(i, p)| InventoryPackage {
+            ecosystem: Ecosystem::CratesIo,
             name: p.name.to_string(),
             version: p.version.to_string(),
             source: source_of(p),
@@ -151,6 +207,7 @@ fn build(
         members: member_names,
         packages,
         license_source,
+        cargo_details: true,
     }
 }
 
@@ -285,6 +342,23 @@ fn cargo_home() -> Option<PathBuf> {
 
 /// A plain-text table, one package a line.
 pub fn table(inventory: &Inventory) -> String {
+    if !inventory.cargo_details {
+        let rows: Vec<Vec<String>> = inventory
+            .packages
+            .iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    p.version.clone(),
+                    p.ecosystem.to_string(),
+                    p.source.clone(),
+                ]
+            })
+            .collect();
+        let mut out = columns(&["PACKAGE", "VERSION", "ECOSYSTEM", "SOURCE"], &rows);
+        let _ = writeln!(out, "\n{}", summary(inventory));
+        return out;
+    }
     let rows: Vec<[String; 6]> = inventory
         .packages
         .iter()
@@ -334,6 +408,34 @@ pub fn table(inventory: &Inventory) -> String {
     out
 }
 
+/// Left-aligned columns, two spaces apart, the last one unpadded.
+fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
+    for row in rows {
+        line(row);
+    }
+    out
+}
+
 fn kind(p: &InventoryPackage) -> &'static str {
     if p.member {
         "member"
@@ -346,6 +448,20 @@ fn kind(p: &InventoryPackage) -> &'static str {
 
 /// One sentence: how many packages of each kind, and where licenses came from.
 pub fn summary(inventory: &Inventory) -> String {
+    if !inventory.cargo_details {
+        let mut per: BTreeMap<Ecosystem, usize> = BTreeMap::new();
+        for p in &inventory.packages {
+            *per.entry(p.ecosystem).or_default() += 1;
+        }
+        let per: Vec<String> = per.iter().map(|(e, n)| format!("{n} {e}")).collect();
+        return format!(
+            "{} packages in {} ({}); licenses and who pulls each package in are read for a \
+             Cargo.lock only",
+            inventory.packages.len(),
+            inventory.lockfile.display(),
+            per.join(", ")
+        );
+    }
     let count = |k: &str| inventory.packages.iter().filter(|p| kind(p) == k).count();
     format!(
         "{} packages in {}: {} workspace members, {} direct, {} transitive; licenses from {}",
@@ -361,6 +477,26 @@ pub fn summary(inventory: &Inventory) -> String {
 /// A Markdown table, with checksums, for a review or a release note.
 pub fn markdown(inventory: &Inventory) -> String {
     let cell = |s: &str| s.replace('|', "\\|");
+    if !inventory.cargo_details {
+        let mut out = String::from(
+            "| package | version | ecosystem | source | checksum |\n|---|---|---|---|---|\n",
+        );
+        for p in &inventory.packages {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                cell(&p.name),
+                cell(&p.version),
+                p.ecosystem,
+                cell(&p.source),
+                p.checksum
+                    .as_deref()
+                    .map_or(String::new(), |c| format!("`{c}`"))
+            );
+        }
+        let _ = writeln!(out, "\n{}", summary(inventory));
+        return out;
+    }
     let mut out = String::from(
         "| package | version | kind | source | license | pulled in by | checksum |\n\
          |---|---|---|---|---|---|---|\n",

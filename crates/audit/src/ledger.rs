@@ -1,5 +1,5 @@
 //! The update ledger (`ops/dependency-ledger.toml`): one entry per change of
-//! Cargo.lock — when, the lockfile's SHA-256, each package that changed, why, and
+//! the lockfile (Cargo.lock, or any format [`Lockfile::read`] knows) — when, the lockfile's SHA-256, each package that changed, why, and
 //! what the update measurably did to memory and latency (from a `warden gate`
 //! report). It is reviewed in diffs like code, so entries are appended as text and
 //! old ones are never rewritten.
@@ -27,27 +27,50 @@
 //! ```
 //!
 //! The changes of a new entry are computed against the lockfile of the last entry,
-//! found in git history by its SHA-256 (or given with `--previous`).
+//! found in git history by its SHA-256 (or given with `--previous`). A change of
+//! another ecosystem than crates.io also says which (`ecosystem = "PyPI"`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cargo_lock::Lockfile;
 use sha2::{Digest, Sha256};
 use time::Date;
 
 use crate::lockdiff::{self, PackageChange};
+use crate::lockfile::{Ecosystem, Lockfile};
 
-/// What the file says above the first entry.
-const HEADER: &str = "\
-# The dependency ledger: one entry per change of Cargo.lock, oldest first, with the
+/// What the file says above the first entry, for a ledger of `lockfile`.
+fn header(lockfile: &Path) -> String {
+    let name = lockfile
+        .file_name()
+        .map_or_else(|| "the lockfile".into(), |n| n.to_string_lossy());
+    let option = if name == "Cargo.lock" {
+        String::new()
+    } else {
+        format!(" --lockfile {}", lockfile.display())
+    };
+    format!(
+        "\
+# The dependency ledger: one entry per change of {name}, oldest first, with the
 # packages that changed, why, and the measured impact of the update (from a
 # `warden gate` report). Append with
-#   warden deps ledger record --reason \"...\" [--gate gate/gate.json]
-# CI runs `warden deps ledger check`, which fails when Cargo.lock is not the last
+#   warden deps ledger record{option} --reason \"...\" [--gate gate/gate.json]
+# CI runs `warden deps ledger check{option}`, which fails when {name} is not the last
 # entry. Review it in diffs like code; never rewrite an old entry.
-";
+"
+    )
+}
+
+/// A ledger records one file: a directory of lockfiles has no single SHA-256.
+fn ensure_file(lockfile: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !lockfile.is_dir(),
+        "{} is a directory: the ledger records one lockfile, so pass --lockfile FILE",
+        lockfile.display()
+    );
+    Ok(())
+}
 
 /// The whole ledger, oldest entry first.
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
@@ -148,8 +171,9 @@ pub enum Recorded {
 
 /// Appends an entry for the current lockfile (see the module documentation).
 pub fn record(options: &RecordOptions) -> anyhow::Result<Recorded> {
+    ensure_file(&options.lockfile)?;
     let sha = sha256_file(&options.lockfile)?;
-    let lock = lockdiff::load(&options.lockfile)?;
+    let lock = Lockfile::read(&options.lockfile)?;
     let ledger = Ledger::load(&options.ledger)?;
     if let Some(last) = ledger.last()
         && last.lockfile_sha256 == sha
@@ -159,7 +183,7 @@ pub fn record(options: &RecordOptions) -> anyhow::Result<Recorded> {
     // Read the gate report before anything is written: a typo changes nothing.
     let impact = options.gate.as_deref().map(read_gate).transpose()?;
     let changes = match (&options.previous, ledger.last()) {
-        (Some(spec), _) => lockdiff::diff(&lockdiff::load_spec(spec)?, &lock),
+        (Some(spec), _) => lockdiff::diff(&lockdiff::load_spec_as(spec, &options.lockfile)?, &lock),
         (None, None) => Vec::new(),
         (None, Some(last)) => {
             let previous = find_in_history(&options.lockfile, &last.lockfile_sha256)?
@@ -183,12 +207,12 @@ pub fn record(options: &RecordOptions) -> anyhow::Result<Recorded> {
         changes,
         impact,
     };
-    append(&options.ledger, &entry)?;
+    append(&options.ledger, &options.lockfile, &entry)?;
     Ok(Recorded::Appended(entry))
 }
 
 /// Appends `entry` as text, keeping the rest of the file byte for byte.
-fn append(path: &Path, entry: &Entry) -> anyhow::Result<()> {
+fn append(path: &Path, lockfile: &Path, entry: &Entry) -> anyhow::Result<()> {
     use std::io::Write as _;
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => Some(text),
@@ -197,7 +221,7 @@ fn append(path: &Path, entry: &Entry) -> anyhow::Result<()> {
     };
     let mut text = String::new();
     match &existing {
-        None => text.push_str(HEADER),
+        None => text.push_str(&header(lockfile)),
         Some(old) if !old.ends_with('\n') && !old.is_empty() => text.push('\n'),
         Some(_) => {}
     }
@@ -240,6 +264,9 @@ fn render_entry(entry: &Entry) -> String {
         out.push_str("changes = [\n");
         for c in &entry.changes {
             let mut fields = vec![format!("name = {}", quoted(&c.name))];
+            if c.ecosystem != Ecosystem::CratesIo {
+                fields.push(format!("ecosystem = {}", quoted(c.ecosystem.as_str())));
+            }
             if let Some(old) = &c.old {
                 fields.push(format!("old = {}", quoted(old)));
             }
@@ -380,13 +407,12 @@ fn find_in_history(lockfile: &Path, sha: &str) -> anyhow::Result<Option<Lockfile
         return Ok(None);
     }
     for rev in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(text) = lockdiff::git_show(dir, &format!("{rev}:./{file}")) else {
+        let object = format!("{rev}:./{file}");
+        let Ok(text) = lockdiff::git_show(dir, &object) else {
             continue;
         };
         if hex::encode(Sha256::digest(text.as_bytes())) == sha {
-            return Ok(Some(text.parse().with_context(|| {
-                format!("{rev}:{file} is not a valid Cargo.lock")
-            })?));
+            return Ok(Some(lockdiff::parse_git(dir, &text, &object)?));
         }
     }
     Ok(None)
@@ -403,8 +429,9 @@ pub struct CheckOutcome {
 
 /// Whether the lockfile is the ledger's last entry.
 pub fn check(lockfile: &Path, ledger_path: &Path) -> anyhow::Result<CheckOutcome> {
+    ensure_file(lockfile)?;
     let sha = sha256_file(lockfile)?;
-    let lock = lockdiff::load(lockfile)?;
+    let lock = Lockfile::read(lockfile)?;
     let ledger = Ledger::load(ledger_path)?;
     let Some(last) = ledger.last() else {
         return Ok(CheckOutcome {

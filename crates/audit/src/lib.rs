@@ -21,6 +21,8 @@ pub mod check;
 pub mod inventory;
 pub mod ledger;
 pub mod lockdiff;
+pub mod lockfile;
+pub mod osv;
 pub mod policy;
 
 /// Today's date (UTC), for expiry dates and ledger entries.

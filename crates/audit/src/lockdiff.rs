@@ -1,21 +1,27 @@
-//! Differences between two Cargo.lock files, package by package.
+//! Differences between two lockfiles, package by package, in any ecosystem.
 //!
 //! A package may appear in several versions in one lockfile (two semver-incompatible
 //! majors, say). Versions present in both files are unchanged; the rest are paired
 //! newest-to-newest, so `serde_json 1.0.120 → 1.0.121` reads as one upgrade rather
 //! than a removal and an addition; what cannot be paired is added or removed.
+//! Packages are told apart by ecosystem and (normalised) name, and versions are
+//! ordered by the ecosystem's rules: PEP 440 for PyPI (`1.0.10` > `1.0.9`,
+//! `2.0.0rc1` < `2.0.0`), semver for crates.io, npm and Go.
 //!
-//! [`diff`] compares two parsed lockfiles; [`diff_versions`] compares two dependency
-//! sets given as (name, version) pairs, the form the release registry keeps, so the
-//! postmortem can name what changed between the last good and the bad release.
-//! [`load_spec`] reads a lockfile from a path or from a git revision.
+//! [`diff`] compares two parsed lockfiles — a Cargo.lock as `cargo_lock` reads it,
+//! or a [`Lockfile`] of any format; [`diff_versions`] compares two dependency sets
+//! given as (name, version) pairs, the form the release registry keeps (see
+//! [`release_dependencies`]), so the postmortem can name what changed between the
+//! last good and the bad release. [`load_spec`] and [`load_pair`] read a lockfile
+//! from a path or from a git revision.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
-use cargo_lock::{Lockfile, Version};
+
+use crate::lockfile::{Ecosystem, Format, Lockfile, Version};
 
 /// How a package changed between two lockfiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -27,15 +33,17 @@ pub enum ChangeKind {
     Downgraded,
 }
 
-/// Which part of the version changed, in semver terms. For 0.x versions the minor
-/// number is the breaking one, as Cargo treats it.
+/// Which part of the version changed. Semver ecosystems (crates.io, npm, Go) treat
+/// the minor number of a 0.x version as the breaking one, as Cargo and npm's caret
+/// do; PyPI compares the release segments of PEP 440 (major.minor.micro).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Bump {
     Major,
     Minor,
     Patch,
-    /// Only the pre-release or build metadata changed.
+    /// Only the pre-release or build metadata changed (PyPI: pre, post, dev or
+    /// local parts, or a fourth release segment).
     Other,
 }
 
@@ -43,11 +51,18 @@ pub enum Bump {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PackageChange {
     pub name: String,
+    /// Absent (crates.io) in Cargo.lock diffs, as before other ecosystems were read.
+    #[serde(default, skip_serializing_if = "is_crates_io")]
+    pub ecosystem: Ecosystem,
     pub old: Option<String>,
     pub new: Option<String>,
     pub kind: ChangeKind,
     /// `None` for added and removed packages.
     pub bump: Option<Bump>,
+}
+
+fn is_crates_io(ecosystem: &Ecosystem) -> bool {
+    *ecosystem == Ecosystem::CratesIo
 }
 
 impl std::fmt::Display for PackageChange {
@@ -71,13 +86,14 @@ impl std::fmt::Display for PackageChange {
     }
 }
 
-/// Reads a lockfile, naming the file in the error.
-pub fn load(path: &Path) -> anyhow::Result<Lockfile> {
-    Lockfile::load(path).with_context(|| format!("cannot read {} as a Cargo.lock", path.display()))
+/// Reads a Cargo.lock, naming the file in the error.
+pub fn load(path: &Path) -> anyhow::Result<cargo_lock::Lockfile> {
+    cargo_lock::Lockfile::load(path)
+        .with_context(|| format!("cannot read {} as a Cargo.lock", path.display()))
 }
 
-/// Parses a lockfile's text; `origin` says where it came from, for the error.
-pub fn parse(text: &str, origin: &str) -> anyhow::Result<Lockfile> {
+/// Parses a Cargo.lock's text; `origin` says where it came from, for the error.
+pub fn parse(text: &str, origin: &str) -> anyhow::Result<cargo_lock::Lockfile> {
     text.parse()
         .with_context(|| format!("cannot read {origin} as a Cargo.lock"))
 }
@@ -99,23 +115,98 @@ pub fn built_into(bin: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("{} build-info --lockfile printed no text", bin.display()))
 }
 
-/// Reads a lockfile named on the command line: a file when `spec` is an existing
-/// path, otherwise a git revision of the repository at the current directory —
-/// `REV` (its `Cargo.lock`) or `REV:PATH` — read with `git show`.
+/// Reads a lockfile named on the command line: a file (or a directory of lockfiles)
+/// when `spec` is an existing path, otherwise a git revision of the repository at
+/// the current directory — `REV` (its `Cargo.lock`) or `REV:PATH` — read with
+/// `git show`. Any format [`Lockfile::read`] knows.
 pub fn load_spec(spec: &str) -> anyhow::Result<Lockfile> {
+    load_spec_beside(spec, None)
+}
+
+/// Reads the two sides of a diff with [`load_spec`], except that a bare revision
+/// reads the other side's file at that revision: `warden deps diff HEAD~5
+/// requirements.txt` compares `HEAD~5:requirements.txt` with the file.
+pub fn load_pair(old: &str, new: &str) -> anyhow::Result<(Lockfile, Lockfile)> {
+    let file_of = |spec: &str| {
+        let path = Path::new(spec);
+        path.is_file().then(|| path.to_path_buf())
+    };
+    Ok((
+        load_spec_beside(old, file_of(new).as_deref())?,
+        load_spec_beside(new, file_of(old).as_deref())?,
+    ))
+}
+
+/// Reads a lockfile named on the command line like [`load_spec`], except that a
+/// bare revision reads `file`'s path at that revision (`--previous HEAD` for a
+/// ledger of requirements.txt is `HEAD:requirements.txt`).
+pub fn load_spec_as(spec: &str, file: &Path) -> anyhow::Result<Lockfile> {
+    load_spec_beside(spec, Some(file))
+}
+
+fn load_spec_beside(spec: &str, other: Option<&Path>) -> anyhow::Result<Lockfile> {
     let path = Path::new(spec);
     if path.exists() {
-        return load(path);
+        return Lockfile::read(path);
     }
     let object = if spec.contains(':') {
         spec.to_owned()
     } else {
-        format!("{spec}:Cargo.lock")
+        match other {
+            Some(file) => format!("{spec}:{}", git_path(file)?),
+            None => format!("{spec}:Cargo.lock"),
+        }
     };
     let text = git_show(Path::new("."), &object).with_context(|| {
-        format!("{spec:?} is neither a file nor a git revision with a Cargo.lock")
+        format!("{spec:?} is neither a file nor a git revision with a {}", {
+            let (_, file) = object.split_once(':').unwrap_or(("", "Cargo.lock"));
+            file.rsplit('/').next().unwrap_or(file).to_owned()
+        })
     })?;
-    parse(&text, &format!("{object} (from git)"))
+    parse_git(Path::new("."), &text, &object)
+}
+
+/// A path as `git show REV:PATH` takes it: `./relative` to the current directory,
+/// or an absolute path made relative to the repository's top.
+fn git_path(file: &Path) -> anyhow::Result<String> {
+    if file.is_relative() {
+        return Ok(format!("./{}", file.display()));
+    }
+    let out = Command::new("git")
+        .args(["rev-parse", "--show-toplevel"])
+        .output()
+        .context("cannot run git (is it installed?)")?;
+    anyhow::ensure!(out.status.success(), "not in a git repository");
+    let top = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let top = top.canonicalize().unwrap_or(top);
+    let file = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
+    let relative = file
+        .strip_prefix(&top)
+        .with_context(|| format!("{} is outside the git repository", file.display()))?;
+    Ok(relative.display().to_string())
+}
+
+/// Parses the text of `object` (`REV:PATH`, shown in the git repository `repo`),
+/// its format told by PATH's name; a requirements file's `-r` includes are read at
+/// the same revision.
+pub(crate) fn parse_git(repo: &Path, text: &str, object: &str) -> anyhow::Result<Lockfile> {
+    let (rev, path) = object.split_once(':').unwrap_or((object, "Cargo.lock"));
+    let origin = format!("{object} (from git)");
+    let format =
+        crate::lockfile::detect_named(path, text).with_context(|| format!("reading {origin}"))?;
+    if format == Format::CargoLock {
+        // Exactly as before other formats were read.
+        return crate::lockfile::Lockfile::parse(text, format, &origin);
+    }
+    let dir = match path.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/"),
+        None => String::new(),
+    };
+    let include = |name: &str| -> anyhow::Result<(String, String)> {
+        let included = format!("{rev}:{dir}{name}");
+        Ok((git_show(repo, &included)?, included))
+    };
+    crate::lockfile::parse_with(text, format, Path::new(&origin), &include)
 }
 
 /// `git show OBJECT` in `repo`, as text.
@@ -134,12 +225,78 @@ pub fn git_show(repo: &Path, object: &str) -> anyhow::Result<String> {
     String::from_utf8(output.stdout).with_context(|| format!("git show {object}: not UTF-8"))
 }
 
-fn versions(lock: &Lockfile) -> BTreeMap<String, Vec<Version>> {
-    let mut map: BTreeMap<String, Vec<Version>> = BTreeMap::new();
-    for package in &lock.packages {
-        map.entry(package.name.as_str().to_owned())
+/// What [`diff`] compares: every package's ecosystem, name and version.
+pub trait PackageSet {
+    /// (ecosystem, name, version) of every package.
+    fn entries(&self) -> Vec<(Ecosystem, String, String)>;
+}
+
+impl PackageSet for cargo_lock::Lockfile {
+    fn entries(&self) -> Vec<(Ecosystem, String, String)> {
+        self.packages
+            .iter()
+            .map(|p| {
+                (
+                    Ecosystem::CratesIo,
+                    p.name.as_str().to_owned(),
+                    p.version.to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl PackageSet for Lockfile {
+    fn entries(&self) -> Vec<(Ecosystem, String, String)> {
+        self.packages
+            .iter()
+            .map(|p| (p.ecosystem, p.name.clone(), p.version.clone()))
+            .collect()
+    }
+}
+
+/// A version as written, ordered by its ecosystem's rules (by text when it does not
+/// parse, before every version that does).
+#[derive(Debug, Clone)]
+struct Ver {
+    parsed: Option<Version>,
+    text: String,
+}
+
+impl Ord for Ver {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (&self.parsed, &other.parsed) {
+            (Some(a), Some(b)) => a.cmp(b),
+            (None, None) => self.text.cmp(&other.text),
+            (None, Some(_)) => std::cmp::Ordering::Less,
+            (Some(_), None) => std::cmp::Ordering::Greater,
+        }
+    }
+}
+
+impl PartialOrd for Ver {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ver {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Ver {}
+
+type VersionMap = BTreeMap<(Ecosystem, String), Vec<Ver>>;
+
+fn versions(entries: Vec<(Ecosystem, String, String)>) -> VersionMap {
+    let mut map: VersionMap = BTreeMap::new();
+    for (ecosystem, name, text) in entries {
+        let parsed = ecosystem.parse_version(&text).ok();
+        map.entry((ecosystem, name))
             .or_default()
-            .push(package.version.clone());
+            .push(Ver { parsed, text });
     }
     for list in map.values_mut() {
         list.sort();
@@ -148,24 +305,62 @@ fn versions(lock: &Lockfile) -> BTreeMap<String, Vec<Version>> {
     map
 }
 
-fn versions_of_pairs<'a>(
-    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> anyhow::Result<BTreeMap<String, Vec<Version>>> {
-    let mut map: BTreeMap<String, Vec<Version>> = BTreeMap::new();
-    for (name, version) in pairs {
-        let version = Version::parse(version)
-            .with_context(|| format!("package {name}: {version:?} is not a semver version"))?;
-        map.entry(name.to_owned()).or_default().push(version);
+/// The name a release registry keeps for a package: the name itself for crates.io
+/// (as it always has), `ECOSYSTEM:name` for the others (`PyPI:jsonfast`).
+pub fn registry_name(ecosystem: Ecosystem, name: &str) -> String {
+    match ecosystem {
+        Ecosystem::CratesIo => name.to_owned(),
+        other => format!("{other}:{name}"),
     }
-    for list in map.values_mut() {
-        list.sort();
-        list.dedup();
-    }
-    Ok(map)
 }
 
-fn bump(old: &Version, new: &Version) -> Bump {
+/// The (name, version) pairs a release registry keeps for a lockfile, sorted; see
+/// [`registry_name`].
+pub fn release_dependencies(lock: &Lockfile) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = lock
+        .packages
+        .iter()
+        .map(|p| (registry_name(p.ecosystem, &p.name), p.version.clone()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
+/// A registry name back into (ecosystem, name).
+fn split_registry_name(name: &str) -> (Ecosystem, &str) {
+    if let Some((prefix, rest)) = name.split_once(':')
+        && let Ok(ecosystem) = prefix.parse::<Ecosystem>()
+    {
+        return (ecosystem, rest);
+    }
+    (Ecosystem::CratesIo, name)
+}
+
+fn versions_of_pairs<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> anyhow::Result<VersionMap> {
+    let mut entries = Vec::new();
+    for (name, version) in pairs {
+        let (ecosystem, name) = split_registry_name(name);
+        ecosystem
+            .parse_version(version)
+            .with_context(|| format!("package {name}"))?;
+        entries.push((ecosystem, name.to_owned(), version.to_owned()));
+    }
+    Ok(versions(entries))
+}
+
+fn bump(old: &Ver, new: &Ver) -> Bump {
     let (lo, hi) = if old < new { (old, new) } else { (new, old) };
+    match (&lo.parsed, &hi.parsed) {
+        (Some(Version::Semver(lo)), Some(Version::Semver(hi))) => semver_bump(lo, hi),
+        (Some(Version::Pep440(lo)), Some(Version::Pep440(hi))) => pep440_bump(lo, hi),
+        _ => Bump::Other,
+    }
+}
+
+fn semver_bump(lo: &semver::Version, hi: &semver::Version) -> Bump {
     if lo.major != hi.major {
         Bump::Major
     } else if lo.minor != hi.minor {
@@ -185,14 +380,27 @@ fn bump(old: &Version, new: &Version) -> Bump {
     }
 }
 
-/// The packages that differ between `old` and `new`, sorted by name.
-pub fn diff(old: &Lockfile, new: &Lockfile) -> Vec<PackageChange> {
-    diff_maps(&versions(old), &versions(new))
+fn pep440_bump(lo: &pep440_rs::Version, hi: &pep440_rs::Version) -> Bump {
+    let segment = |v: &pep440_rs::Version, i: usize| v.release().get(i).copied().unwrap_or(0);
+    if lo.epoch() != hi.epoch() || segment(lo, 0) != segment(hi, 0) {
+        Bump::Major
+    } else if segment(lo, 1) != segment(hi, 1) {
+        Bump::Minor
+    } else if segment(lo, 2) != segment(hi, 2) {
+        Bump::Patch
+    } else {
+        Bump::Other
+    }
+}
+
+/// The packages that differ between `old` and `new`, sorted by ecosystem and name.
+pub fn diff<L: PackageSet + ?Sized>(old: &L, new: &L) -> Vec<PackageChange> {
+    diff_maps(&versions(old.entries()), &versions(new.entries()))
 }
 
 /// The packages that differ between two dependency sets given as (name, version)
-/// pairs — the form the release registry records — sorted by name. Errs on a
-/// version that is not semver.
+/// pairs — the form the release registry records, [`registry_name`]s — sorted by
+/// ecosystem and name. Errs on a version its ecosystem cannot read.
 pub fn diff_versions<'a>(
     old: impl IntoIterator<Item = (&'a str, &'a str)>,
     new: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -215,20 +423,18 @@ pub fn summary(changes: &[PackageChange]) -> String {
     )
 }
 
-fn diff_maps(
-    old: &BTreeMap<String, Vec<Version>>,
-    new: &BTreeMap<String, Vec<Version>>,
-) -> Vec<PackageChange> {
-    let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
-    names.sort();
-    names.dedup();
+fn diff_maps(old: &VersionMap, new: &VersionMap) -> Vec<PackageChange> {
+    let mut keys: Vec<&(Ecosystem, String)> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
     let mut changes = Vec::new();
-    for name in names {
+    for key in keys {
+        let (ecosystem, name) = (key.0, &key.1);
         let empty = Vec::new();
-        let before = old.get(name).unwrap_or(&empty);
-        let after = new.get(name).unwrap_or(&empty);
-        let mut gone: Vec<&Version> = before.iter().filter(|v| !after.contains(v)).collect();
-        let mut came: Vec<&Version> = after.iter().filter(|v| !before.contains(v)).collect();
+        let before = old.get(key).unwrap_or(&empty);
+        let after = new.get(key).unwrap_or(&empty);
+        let mut gone: Vec<&Ver> = before.iter().filter(|v| !after.contains(v)).collect();
+        let mut came: Vec<&Ver> = after.iter().filter(|v| !before.contains(v)).collect();
         // Pair newest with newest.
         while !gone.is_empty() && !came.is_empty() {
             let (Some(o), Some(n)) = (gone.pop(), came.pop()) else {
@@ -236,8 +442,9 @@ fn diff_maps(
             };
             changes.push(PackageChange {
                 name: name.clone(),
-                old: Some(o.to_string()),
-                new: Some(n.to_string()),
+                ecosystem,
+                old: Some(o.text.clone()),
+                new: Some(n.text.clone()),
                 kind: if n > o {
                     ChangeKind::Upgraded
                 } else {
@@ -248,15 +455,17 @@ fn diff_maps(
         }
         changes.extend(gone.into_iter().map(|o| PackageChange {
             name: name.clone(),
-            old: Some(o.to_string()),
+            ecosystem,
+            old: Some(o.text.clone()),
             new: None,
             kind: ChangeKind::Removed,
             bump: None,
         }));
         changes.extend(came.into_iter().map(|n| PackageChange {
             name: name.clone(),
+            ecosystem,
             old: None,
-            new: Some(n.to_string()),
+            new: Some(n.text.clone()),
             kind: ChangeKind::Added,
             bump: None,
         }));
@@ -269,7 +478,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn lock(packages: &[(&str, &str)]) -> Lockfile {
+    fn lock(packages: &[(&str, &str)]) -> cargo_lock::Lockfile {
         let mut text = String::from("version = 3\n");
         for (name, version) in packages {
             text.push_str(&format!(

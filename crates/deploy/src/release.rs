@@ -24,8 +24,10 @@ pub struct NewRelease {
     pub bin: PathBuf,
     /// Its name; default `VERSION-COMMIT7`.
     pub name: Option<String>,
-    /// The Cargo.lock to record with it. Without one, the Cargo.lock the binary was
-    /// built with (every warden binary carries it: `warden build-info --lockfile`).
+    /// The lockfile to record with it: a Cargo.lock or any format
+    /// [`warden_audit::lockfile::Lockfile::read`] knows. Without one, the Cargo.lock
+    /// the binary was built with (every warden binary carries it: `warden
+    /// build-info --lockfile`).
     pub lockfile: Option<PathBuf>,
     /// Extra arguments for its instances.
     pub args: Vec<String>,
@@ -62,13 +64,23 @@ pub fn add(
             format!("the Cargo.lock built into {}", new.bin.display()),
         ),
     };
-    let lock = warden_audit::lockdiff::parse(&lock_text, &lock_origin)?;
-    let mut dependencies: Vec<(String, String)> = lock
-        .packages
-        .iter()
-        .map(|p| (p.name.as_str().to_owned(), p.version.to_string()))
-        .collect();
-    dependencies.sort();
+    let dependencies = match &new.lockfile {
+        // Any format warden reads: a Python, Node or Go lockfile is kept with its
+        // ecosystem in the name (`PyPI:jsonfast`), a crate as its bare name.
+        Some(path) => warden_audit::lockdiff::release_dependencies(
+            &warden_audit::lockfile::Lockfile::read(path)?,
+        ),
+        None => {
+            let lock = warden_audit::lockdiff::parse(&lock_text, &lock_origin)?;
+            let mut dependencies: Vec<(String, String)> = lock
+                .packages
+                .iter()
+                .map(|p| (p.name.as_str().to_owned(), p.version.to_string()))
+                .collect();
+            dependencies.sort();
+            dependencies
+        }
+    };
     let lockfile_sha256 = hex::encode(Sha256::digest(lock_text.as_bytes()));
     let name = new.name.clone().unwrap_or_else(|| {
         format!(

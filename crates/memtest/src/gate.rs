@@ -209,7 +209,10 @@ pub async fn run_gate(args: &GateArgs) -> anyhow::Result<GateReport> {
     memtest::check_args(w)?;
     // Read the lockfiles first: a typo should not cost two minutes of load.
     let dependency_changes = match (&args.baseline_lock, &args.candidate_lock) {
-        (Some(a), Some(b)) => Some(lockdiff::diff(&lockdiff::load(a)?, &lockdiff::load(b)?)),
+        (Some(a), Some(b)) => Some(lockdiff::diff(
+            &warden_audit::lockfile::Lockfile::read(a)?,
+            &warden_audit::lockfile::Lockfile::read(b)?,
+        )),
         _ => built_in_changes(args),
     };
     let started = Instant::now();

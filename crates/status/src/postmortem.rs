@@ -3542,6 +3542,30 @@ mod tests {
     }
 
     #[test]
+    fn a_python_services_releases_name_the_changed_package_by_pep_440() {
+        // As `warden release add --lockfile requirements.txt` records them.
+        let good = release(
+            "py-v1",
+            &[("PyPI:flask", "3.1.3"), ("PyPI:jsonfast", "1.0.9")],
+        );
+        let bad = release(
+            "py-v2",
+            &[("PyPI:flask", "3.1.3"), ("PyPI:jsonfast", "1.0.10")],
+        );
+        let mut gaps = Vec::new();
+        let ranked = dependency_changes(Some(&good), Some(&bad), "py-v1", "py-v2", &mut gaps);
+        assert!(gaps.is_empty(), "{gaps:?}");
+        assert_eq!(ranked.len(), 1);
+        assert_eq!(ranked[0].name, "jsonfast");
+        assert_eq!(
+            ranked[0].change,
+            ChangeKind::Upgraded,
+            "1.0.10 is after 1.0.9"
+        );
+        assert_eq!(ranked[0].versions(), "1.0.9 → 1.0.10");
+    }
+
+    #[test]
     fn the_memory_evidence_comes_from_the_alert_and_the_stored_series() {
         let (store, _, r) = scenario("Errors");
         let p = draft_at(&store, &r.incident, T0 + 120 * MINUTE).unwrap();

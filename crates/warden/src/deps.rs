@@ -9,14 +9,19 @@ use warden_audit::{advisories, check, inventory, ledger, lockdiff};
 
 #[derive(Subcommand)]
 pub enum DepsCommand {
-    /// Every package of a Cargo.lock, direct or transitive: version, source,
-    /// checksum, license, and which workspace members pull it in.
+    /// Every package of a lockfile, direct or transitive: version, source,
+    /// checksum, and for a Cargo.lock its license and which workspace members pull
+    /// it in.
     ///
-    /// Licenses come from `cargo metadata --offline` when the lockfile is a
-    /// workspace's Cargo.lock beside its Cargo.toml, otherwise from the local
-    /// registry cache.
+    /// Reads Cargo.lock, requirements*.txt (name==version pins, as `pip freeze`
+    /// writes them), poetry.lock, uv.lock, package-lock.json (v2/v3), go.mod and
+    /// go.sum, or the lockfiles of a directory. For a Cargo.lock, licenses come from
+    /// `cargo metadata --offline` when it is a workspace's Cargo.lock beside its
+    /// Cargo.toml, otherwise from the local registry cache. For the other formats
+    /// the columns that need cargo metadata (kind, license, who pulls it in) are
+    /// left out: the table shows package, version, ecosystem and source.
     Inventory {
-        /// The lockfile to list.
+        /// The lockfile to list (any format above), or a directory of lockfiles.
         #[arg(
             long,
             env = "WARDEN_LOCKFILE",
@@ -32,23 +37,36 @@ pub enum DepsCommand {
         markdown: bool,
     },
     /// Audit a lockfile: RustSec advisories (vulnerabilities, unsound, unmaintained,
-    /// notices), licenses, duplicate versions and sources, against the policy.
+    /// notices), licenses, duplicate versions and sources of a Cargo.lock, and OSV
+    /// advisories for any ecosystem with --osv-db, against the policy.
     ///
     /// Vulnerabilities always fail; the policy (ops/deps-policy.toml) says which
     /// informational advisories fail, which licenses are allowed, and which
-    /// advisories are ignored, each with a reason and an expiry date (an expired
-    /// ignore fails). Each finding names the crate, version, advisory and the fixed
-    /// version.
+    /// advisories are ignored (by ID or alias), each with a reason and an expiry
+    /// date (an expired ignore fails). Each finding names the package, version,
+    /// advisory (with its aliases) and the fixed version.
+    ///
+    /// A lockfile other than Cargo.lock (requirements.txt, poetry.lock, uv.lock,
+    /// package-lock.json, go.mod, go.sum) needs --osv-db: it is checked against
+    /// those advisories only.
     #[command(
         after_long_help = "Exit status: 0 no violation; 1 a violation; 2 usage or \
         environment error (no advisory database, unreadable lockfile or policy).\n\n\
-        The advisory database: --advisory-db DIR, or cargo-audit's \
+        The RustSec advisory database (for a Cargo.lock): --advisory-db DIR, or cargo-audit's \
         $CARGO_HOME/advisory-db. A git checkout is fast-forwarded first (and the default \
         one cloned when missing) unless --no-fetch; when that fails the local copy is used \
-        and its age is printed."
+        and its age is printed.\n\n\
+        OSV advisories: --osv-db DIR holds one OSV JSON file per advisory, as \
+        osv-scanner keeps them offline (DIR/PyPI/*.json, DIR/npm/*.json, DIR/Go/*.json, \
+        DIR/crates.io/*.json) or in any tree of *.json files. A package is affected when \
+        an advisory names its ecosystem and name and lists its version, or one of its \
+        ECOSYSTEM or SEMVER ranges contains it, in the ecosystem's version order (PEP 440 \
+        for PyPI, semver otherwise). Packages from a local path, git or a direct URL are \
+        not matched."
     )]
     Audit {
-        /// The lockfile to audit.
+        /// The lockfile to audit (any format `inventory` reads), or a directory of
+        /// lockfiles.
         #[arg(
             long,
             env = "WARDEN_LOCKFILE",
@@ -62,6 +80,10 @@ pub enum DepsCommand {
         /// Do not try to fetch the live advisory database.
         #[arg(long, env = "WARDEN_NO_FETCH")]
         no_fetch: bool,
+        /// A directory of OSV advisories (JSON) to match every ecosystem's packages
+        /// against, beside RustSec's for a Cargo.lock.
+        #[arg(long, env = "WARDEN_OSV_DB", value_name = "DIR")]
+        osv_db: Option<PathBuf>,
         /// The policy file [default: ops/deps-policy.toml; built-in defaults when it
         /// does not exist].
         #[arg(long, env = "WARDEN_POLICY", value_name = "FILE")]
@@ -73,8 +95,12 @@ pub enum DepsCommand {
     /// What changed between two lockfiles: packages added, removed, upgraded and
     /// downgraded, with the kind of change (major, minor, patch).
     ///
-    /// Each side is a file, or a git revision of the repository here (`REV` for its
-    /// Cargo.lock, or `REV:PATH`), e.g. `warden deps diff HEAD~5 Cargo.lock`.
+    /// Any format `inventory` reads; versions are compared by the ecosystem's rules
+    /// (PEP 440 for Python, semver for Cargo, npm and Go). Each side is a file, or a
+    /// git revision of the repository here: `REV:PATH`, or a bare `REV` for the
+    /// other side's file at that revision (its Cargo.lock when both are
+    /// revisions), e.g. `warden deps diff HEAD~5 Cargo.lock` or `warden deps diff
+    /// v1.2 requirements.txt`.
     Diff {
         /// The old lockfile: a path or a git revision.
         #[arg(value_name = "OLD")]
@@ -86,15 +112,16 @@ pub enum DepsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// The update ledger (ops/dependency-ledger.toml): every change of Cargo.lock,
-    /// why, and its measured impact on memory and latency.
+    /// The update ledger (ops/dependency-ledger.toml): every change of the lockfile
+    /// (Cargo.lock by default, or any format `inventory` reads), why, and its
+    /// measured impact on memory and latency.
     #[command(subcommand)]
     Ledger(LedgerCommand),
 }
 
 #[derive(Subcommand)]
 pub enum LedgerCommand {
-    /// Append an entry for the current Cargo.lock: date, SHA-256, each package changed
+    /// Append an entry for the current lockfile: date, SHA-256, each package changed
     /// since the last entry, the reason, and the impact measured by `warden gate`.
     Record {
         /// Why the dependencies changed.
@@ -110,7 +137,7 @@ pub enum LedgerCommand {
         #[command(flatten)]
         files: LedgerFiles,
     },
-    /// Fail (exit 1) when Cargo.lock is not the ledger's last entry.
+    /// Fail (exit 1) when the lockfile (its SHA-256) is not the ledger's last entry.
     Check {
         #[command(flatten)]
         files: LedgerFiles,
@@ -136,7 +163,8 @@ pub enum LedgerCommand {
 
 #[derive(clap::Args)]
 pub struct LedgerFiles {
-    /// The lockfile.
+    /// The lockfile: Cargo.lock, requirements*.txt, poetry.lock, uv.lock,
+    /// package-lock.json, go.mod or go.sum (one file, not a directory).
     #[arg(
         long,
         env = "WARDEN_LOCKFILE",
@@ -180,6 +208,7 @@ pub fn run(command: DepsCommand) -> anyhow::Result<ExitCode> {
             lockfile,
             advisory_db,
             no_fetch,
+            osv_db,
             policy,
             json,
         } => {
@@ -191,6 +220,7 @@ pub fn run(command: DepsCommand) -> anyhow::Result<ExitCode> {
                     dir: advisory_db,
                     fetch: !no_fetch,
                 },
+                osv_db,
                 policy: check::load_policy(&policy_path, explicit)?,
                 today: warden_audit::today(),
             };
@@ -203,7 +233,8 @@ pub fn run(command: DepsCommand) -> anyhow::Result<ExitCode> {
             Ok(verdict(report.passed()))
         }
         DepsCommand::Diff { old, new, json } => {
-            let changes = lockdiff::diff(&lockdiff::load_spec(&old)?, &lockdiff::load_spec(&new)?);
+            let (before, after) = lockdiff::load_pair(&old, &new)?;
+            let changes = lockdiff::diff(&before, &after);
             if json {
                 warden_telemetry::output::print(&(serde_json::to_string_pretty(&changes)? + "\n"))?;
             } else if changes.is_empty() {

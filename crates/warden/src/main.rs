@@ -124,8 +124,9 @@ enum Command {
     /// Practice runs on a scratch data dir and loopback ports.
     #[command(subcommand)]
     Drill(DrillCommand),
-    /// Third-party libraries: inventory, audit (advisories, licenses, duplicates,
-    /// sources), lockfile diffs, and the ledger of every update and its impact.
+    /// Third-party libraries of any lockfile (Cargo, pip/poetry/uv, npm, Go):
+    /// inventory, audit (RustSec and OSV advisories; licenses, duplicates and sources
+    /// of a Cargo.lock), lockfile diffs, and the ledger of every update and its impact.
     #[command(subcommand)]
     Deps(deps::DepsCommand),
     /// Incidents on the status page: open one, post updates as it moves from
@@ -368,8 +369,9 @@ enum ReleaseCommand {
         /// The release's name [default: VERSION-COMMIT].
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
-        /// The Cargo.lock to record as its dependency set [default: the one the
-        /// binary was built with, which it carries].
+        /// The lockfile to record as its dependency set: a Cargo.lock, or any format
+        /// `warden deps inventory` reads [default: the Cargo.lock the binary was
+        /// built with, which it carries].
         #[arg(long, value_name = "FILE")]
         lockfile: Option<PathBuf>,
         /// Extra argument its API instances run with (repeatable).

@@ -1,7 +1,10 @@
 //! `warden deps ...` with the real binary: audits of fixture lockfiles with known
 //! vulnerable versions against the shared RustSec snapshot (the same advisories as
 //! `cargo audit`), the project's own audit, lockfile diffs of files and git
-//! revisions, and the update ledger's record/check/show cycle in a git repository.
+//! revisions, and the update ledger's record/check/show cycle in a git repository;
+//! then the same commands on Python, npm and Go lockfiles (the fixtures of
+//! crates/audit/tests/fixtures/lockfiles and the example services' releases), with
+//! OSV advisories from crates/audit/tests/fixtures/osv.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -615,4 +618,371 @@ fn the_ledger_records_each_update_with_its_impact_and_check_holds_ci_to_it() {
         std::fs::read(repo.join("ops/dependency-ledger.toml")).unwrap(),
         before
     );
+}
+
+// ---------------------------------------------------------------- other ecosystems
+
+const OSV: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../crates/audit/tests/fixtures/osv"
+);
+
+fn lockfile_fixture(path: &str) -> String {
+    fixture("lockfiles").join(path).display().to_string()
+}
+
+#[test]
+fn inventory_of_python_and_npm_lockfiles_lists_ecosystem_and_source() {
+    let python = lockfile_fixture("pip/v1/requirements.txt");
+    let out = warden(
+        Path::new(ROOT),
+        &["deps", "inventory", "--lockfile", &python],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("PACKAGE             VERSION    ECOSYSTEM  SOURCE\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\npydantic            2.10.0rc1  PyPI       registry\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("17 packages in ") && stdout.contains("(17 PyPI)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("LICENSE"), "{stdout}");
+
+    let npm = Path::new(ROOT).join("examples/node/releases/v1/package-lock.json");
+    let out = warden(
+        Path::new(ROOT),
+        &[
+            "deps",
+            "inventory",
+            "--json",
+            "--lockfile",
+            npm.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let inventory: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(inventory["cargo_details"], false);
+    let packages = inventory["packages"].as_array().unwrap();
+    let jsonfast = packages.iter().find(|p| p["name"] == "jsonfast").unwrap();
+    assert_eq!(jsonfast["ecosystem"], "npm");
+    assert_eq!(jsonfast["version"], "1.0.0");
+    assert_eq!(jsonfast["source"], "file:../../packages/jsonfast-1.0.0.tgz");
+    assert!(jsonfast["license"].is_null());
+    let express = packages.iter().find(|p| p["name"] == "express").unwrap();
+    assert!(express["checksum"].as_str().unwrap().starts_with("sha512-"));
+
+    let out = warden(
+        Path::new(ROOT),
+        &["deps", "inventory", "--markdown", "--lockfile", &python],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with("| package | version | ecosystem | source | checksum |"),
+        "{}",
+        text(&out)
+    );
+    let out = warden(
+        Path::new(ROOT),
+        &[
+            "deps",
+            "inventory",
+            "--lockfile",
+            &lockfile_fixture("npm/lockfile-v1/package-lock.json"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("npm 7 or newer"), "{}", text(&out));
+}
+
+#[test]
+fn diff_of_the_example_services_names_jsonfast() {
+    for service in [
+        "python/releases/v1/requirements.txt",
+        "node/releases/v1/package-lock.json",
+    ] {
+        let old = format!("examples/{service}");
+        let new = old.replace("/v1/", "/v2/");
+        let out = warden(Path::new(ROOT), &["deps", "diff", &old, &new]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "jsonfast 1.0.0 → 1.0.1 (patch)\n\n0 added, 0 removed, 1 upgraded, 0 downgraded\n",
+            "{service}"
+        );
+    }
+    let out = warden(
+        Path::new(ROOT),
+        &[
+            "deps",
+            "diff",
+            "--json",
+            "examples/python/releases/v1/requirements.txt",
+            "examples/python/releases/v2/requirements.txt",
+        ],
+    );
+    let changes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(changes[0]["ecosystem"], "PyPI");
+    assert_eq!(changes[0]["kind"], "upgraded");
+}
+
+#[test]
+fn diff_of_a_requirements_file_against_a_git_revision_reads_the_same_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q"]);
+    std::fs::create_dir(repo.join("svc")).unwrap();
+    std::fs::write(repo.join("svc/base.txt"), "idna==3.7\n").unwrap();
+    std::fs::write(
+        repo.join("svc/requirements.txt"),
+        "-r base.txt\nrequests==2.31.0\nurllib3==2.2.3\n",
+    )
+    .unwrap();
+    git(repo, &["add", "svc"]);
+    git(repo, &["commit", "-q", "-m", "one"]);
+    std::fs::write(repo.join("svc/base.txt"), "idna==3.10\n").unwrap();
+    std::fs::write(
+        repo.join("svc/requirements.txt"),
+        "-r base.txt\nrequests==2.32.3\nurllib3==2.2.3\n",
+    )
+    .unwrap();
+    let expected = "idna 3.7 → 3.10 (minor)\nrequests 2.31.0 → 2.32.3 (minor)\n\n\
+                    0 added, 0 removed, 2 upgraded, 0 downgraded\n";
+    for (old, new) in [
+        ("HEAD", "svc/requirements.txt"),
+        ("HEAD:svc/requirements.txt", "svc/requirements.txt"),
+    ] {
+        let out = warden(repo, &["deps", "diff", old, new]);
+        assert!(out.status.success(), "{old}: {}", text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{old}");
+    }
+    // In the subdirectory, the relative path is read there.
+    let out = warden(
+        &repo.join("svc"),
+        &["deps", "diff", "HEAD", "requirements.txt"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        expected,
+        "{}",
+        text(&out)
+    );
+
+    std::fs::write(repo.join("svc/requirements.txt"), "requests>=2\n").unwrap();
+    let out = warden(repo, &["deps", "diff", "HEAD", "svc/requirements.txt"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("svc/requirements.txt:1: `requests>=2` is not pinned"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// `warden deps audit --json --osv-db` of `lockfile`: exit code and report.
+fn osv_audit(lockfile: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = empty_policy(dir.path());
+    let mut args = vec![
+        "deps",
+        "audit",
+        "--osv-db",
+        OSV,
+        "--lockfile",
+        lockfile,
+        "--policy",
+        policy.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let human = warden(Path::new(ROOT), &args);
+    args.push("--json");
+    let out = warden(Path::new(ROOT), &args);
+    let report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(human.status.code(), out.status.code());
+    (out.status.code().unwrap(), report, text(&human))
+}
+
+#[test]
+fn osv_audit_of_python_and_npm_lockfiles_reports_and_fails_on_a_finding() {
+    let (code, report, human) = osv_audit(&lockfile_fixture("pip/v2/requirements.txt"), &[]);
+    assert_eq!(code, 1, "{human}");
+    assert_eq!(advisory_ids(&report), set(&["WARDEN-TEST-0001"]));
+    let advisory = &report["findings"][0]["advisory"];
+    assert_eq!(advisory["aliases"][0], "WARDEN-TEST-ALIAS-0001");
+    assert_eq!(advisory["ecosystem"], "PyPI");
+    assert_eq!(advisory["patched"][0], "2.2.3");
+    assert!(report["database"].is_null());
+    assert_eq!(report["osv"]["advisories"], 3);
+    assert!(
+        human.contains(
+            "error: urllib3 (PyPI) 2.2.2: vulnerability WARDEN-TEST-0001 (aka WARDEN-TEST-ALIAS-0001) \
+             (Fictional: urllib3 2.0.0 to 2.2.2 mishandle a test header): fixed in 2.2.3 \
+             <https://example.org/warden-test-advisories/WARDEN-TEST-0001>"
+        ),
+        "{human}"
+    );
+    assert!(human.contains("FAIL: 19 packages in "), "{human}");
+
+    let (code, report, human) = osv_audit(&lockfile_fixture("npm/v1/package-lock.json"), &[]);
+    assert_eq!(code, 1, "{human}");
+    assert_eq!(
+        advisory_ids(&report),
+        set(&["WARDEN-TEST-0004", "WARDEN-TEST-0005"])
+    );
+    assert!(
+        human.contains("error: ms (npm) 3.0.0-beta.1: vulnerability WARDEN-TEST-0005"),
+        "{human}"
+    );
+
+    for clean in ["npm/v2/package-lock.json", "uv/v2/uv.lock", "go/v2/go.mod"] {
+        let (code, report, human) = osv_audit(&lockfile_fixture(clean), &[]);
+        assert_eq!(code, 0, "{clean}: {human}");
+        assert!(advisory_ids(&report).is_empty(), "{clean}");
+        assert!(human.contains("PASS: "), "{human}");
+    }
+    // The example services' jsonfast is local: an advisory about a registry
+    // package of that name would not be about it.
+    let (code, _, human) = osv_audit("examples/node/releases/v2/package-lock.json", &[]);
+    assert_eq!(code, 0, "{human}");
+}
+
+#[test]
+fn osv_audit_honours_the_policys_ignores_by_id_or_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[advisories.ignore]]\nid = \"WARDEN-TEST-ALIAS-0004\"\n\
+         reason = \"a test: debug's namespace printing is not used\"\nuntil = \"2999-01-01\"\n",
+    )
+    .unwrap();
+    let npm = lockfile_fixture("npm/v1/package-lock.json");
+    let out = warden(
+        Path::new(ROOT),
+        &[
+            "deps",
+            "audit",
+            "--json",
+            "--osv-db",
+            OSV,
+            "--lockfile",
+            &npm,
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(advisory_ids(&report), set(&["WARDEN-TEST-0005"]));
+    assert_eq!(report["ignored"][0]["id"], "WARDEN-TEST-0004");
+}
+
+#[test]
+fn a_lockfile_without_rustsec_coverage_needs_an_osv_db() {
+    let out = warden(
+        Path::new(ROOT),
+        &[
+            "deps",
+            "audit",
+            "--lockfile",
+            "examples/python/releases/v1/requirements.txt",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("pass --osv-db DIR, a directory of OSV advisories for PyPI"),
+        "{}",
+        text(&out)
+    );
+    let out = warden(
+        Path::new(ROOT),
+        &[
+            "deps",
+            "audit",
+            "--osv-db",
+            "/nonexistent-osv",
+            "--lockfile",
+            "examples/python/releases/v1/requirements.txt",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("/nonexistent-osv"), "{}", text(&out));
+}
+
+#[test]
+fn a_cargo_lock_gets_rustsec_and_osv_advisories_together() {
+    let (code, report, human) = osv_audit(
+        fixture("vulnerable-tls.lock").to_str().unwrap(),
+        &["--advisory-db", DB],
+    );
+    assert_eq!(code, 1, "{human}");
+    let ids = advisory_ids(&report);
+    assert!(ids.contains("WARDEN-TEST-0008"), "{ids:?}");
+    assert!(ids.contains("RUSTSEC-2023-0044"), "{ids:?}");
+    assert!(report["database"]["path"].is_string());
+    assert!(
+        human.contains("error: smallvec 0.6.9: vulnerability WARDEN-TEST-0008"),
+        "{human}"
+    );
+}
+
+#[test]
+fn the_ledger_records_a_requirements_file_by_its_sha256() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q"]);
+    std::fs::write(
+        repo.join("requirements.txt"),
+        "Flask==3.0.3\nurllib3==2.2.3\n",
+    )
+    .unwrap();
+    git(repo, &["add", "requirements.txt"]);
+    git(repo, &["commit", "-q", "-m", "one"]);
+    let lock = ["--lockfile", "requirements.txt"];
+    let run = |args: &[&str]| warden(repo, &[&["deps", "ledger"], args, &lock].concat());
+    let out = run(&["record", "--reason", "first"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ledger = std::fs::read_to_string(repo.join("ops/dependency-ledger.toml")).unwrap();
+    assert!(
+        ledger.contains("one entry per change of requirements.txt")
+            && ledger.contains("warden deps ledger check --lockfile requirements.txt"),
+        "{ledger}"
+    );
+    assert!(run(&["check"]).status.success());
+
+    std::fs::write(
+        repo.join("requirements.txt"),
+        "Flask==3.0.3\nurllib3==2.2.10\n",
+    )
+    .unwrap();
+    git(repo, &["commit", "-q", "-am", "two"]);
+    let out = run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("urllib3 2.2.3 → 2.2.10 (patch)"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["record", "--reason", "urllib3 patch"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ledger = std::fs::read_to_string(repo.join("ops/dependency-ledger.toml")).unwrap();
+    assert!(
+        ledger.contains(
+            "{ name = \"urllib3\", ecosystem = \"PyPI\", old = \"2.2.3\", new = \"2.2.10\", \
+             kind = \"upgraded\", bump = \"patch\" }"
+        ),
+        "{ledger}"
+    );
+    assert!(run(&["check"]).status.success());
+    let out = warden(repo, &["deps", "ledger", "show", "--json"]);
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(entries[0]["changes"][0]["ecosystem"], "PyPI");
+
+    let out = warden(repo, &["deps", "ledger", "check", "--lockfile", "."]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("is a directory"), "{}", text(&out));
 }
