@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::{Backend, PASSWORD, TestApp, assert_problem};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warden_telemetry::probe::{get_on, until_closed};
 
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -1042,44 +1043,6 @@ async fn data_survives_a_restart(backend: Backend) {
     assert_eq!(got, item, "sessions and items persist across restarts");
 }
 
-/// Reads until the API closes `stream` (end of stream or a reset), failing when it
-/// is still open after five seconds or sends anything; returns how long it took.
-async fn until_closed(stream: &mut tokio::net::TcpStream) -> Duration {
-    let started = Instant::now();
-    let mut buf = [0u8; 1024];
-    match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-        Err(_) => panic!("still open after 5 s"),
-        Ok(Ok(0)) => {}
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Ok(Ok(n)) => panic!("unexpected: {:?}", String::from_utf8_lossy(&buf[..n])),
-        Ok(Err(e)) => panic!("read failed: {e}"),
-    }
-    started.elapsed()
-}
-
-/// Sends `GET /healthz` on `stream` and reads the whole response.
-async fn healthz_on(stream: &mut tokio::net::TcpStream) -> String {
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "closed mid-response");
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).into_owned();
-        // {"status":"ok"} is the whole body.
-        if text.ends_with('}') {
-            return text;
-        }
-    }
-}
-
 /// 200 connections that send half a header or nothing must not stay open: the API
 /// closes a connection that does not send its request head within the header-read
 /// timeout, and a keep-alive connection idle for longer than the idle timeout.
@@ -1106,7 +1069,7 @@ async fn slow_and_idle_connections_are_closed() {
         stalled.push(stream);
     }
     for stream in &mut stalled {
-        until_closed(stream).await;
+        until_closed(stream, "stalled").await;
     }
     let after = started.elapsed();
     assert!(
@@ -1115,20 +1078,26 @@ async fn slow_and_idle_connections_are_closed() {
     );
     // One alone, to see it is not closed before its deadline.
     let mut silent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let after = until_closed(&mut silent).await;
+    let after = until_closed(&mut silent, "silent").await;
     assert!(
         after >= timeouts.header_read - early,
         "closed after {after:?}"
     );
 
     let mut kept = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    assert!(healthz_on(&mut kept).await.starts_with("HTTP/1.1 200"));
+    assert!(
+        get_on(&mut kept, "/healthz", "keep-alive")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     tokio::time::sleep(timeouts.header_read * 2).await;
     assert!(
-        healthz_on(&mut kept).await.starts_with("HTTP/1.1 200"),
+        get_on(&mut kept, "/healthz", "keep-alive")
+            .await
+            .starts_with("HTTP/1.1 200"),
         "a keep-alive connection outlives the header timeout"
     );
-    let after = until_closed(&mut kept).await;
+    let after = until_closed(&mut kept, "keep-alive").await;
     assert!(after >= timeouts.idle - early, "closed after {after:?}");
 
     // Requests sent in time are served as ever.

@@ -1310,6 +1310,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use warden_telemetry::probe::{get_on, until_closed};
 
     fn backends(release: &str, n: u16) -> Vec<Arc<Backend>> {
         (0..n)
@@ -1646,55 +1647,6 @@ mod tests {
         threads.stop();
     }
 
-    /// Reads until the peer closes (end of stream or a reset); fails when it is still
-    /// open after five seconds. Returns how long it took.
-    async fn until_closed(stream: &mut tokio::net::TcpStream) -> Duration {
-        use tokio::io::AsyncReadExt;
-        let started = Instant::now();
-        let mut buf = [0u8; 1024];
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-            Err(_) => panic!("still open after 5 s"),
-            Ok(Ok(0)) => {}
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            Ok(Ok(n)) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
-            Ok(Err(e)) => panic!("read failed: {e}"),
-        }
-        started.elapsed()
-    }
-
-    /// Sends `GET path` on `stream` and reads the whole (small) response.
-    async fn get_on(stream: &mut tokio::net::TcpStream, path: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(n > 0, "closed mid-response");
-            got.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&got).into_owned();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length: ")
-                            .map(str::to_owned)
-                    })
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                if body.len() >= length {
-                    return text;
-                }
-            }
-        }
-    }
-
     #[tokio::test]
     async fn slow_and_idle_clients_are_closed_and_prompt_ones_kept() {
         use tokio::io::AsyncWriteExt;
@@ -1717,7 +1669,7 @@ mod tests {
 
         // Sends nothing.
         let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let after = until_closed(&mut silent).await;
+        let after = until_closed(&mut silent, "silent").await;
         assert!(
             after >= timeouts.header_read - early,
             "closed after {after:?}"
@@ -1728,7 +1680,7 @@ mod tests {
         half.write_all(b"GET /ok HTTP/1.1\r\nHost: test\r\n")
             .await
             .unwrap();
-        let after = until_closed(&mut half).await;
+        let after = until_closed(&mut half, "half a head").await;
         assert!(
             after >= timeouts.header_read - early,
             "closed after {after:?}"
@@ -1736,12 +1688,12 @@ mod tests {
 
         // Keep-alive: served, kept past the header timeout, closed after the idle one.
         let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let response = get_on(&mut kept, "/ok").await;
+        let response = get_on(&mut kept, "/ok", "keep-alive").await;
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         tokio::time::sleep(timeouts.header_read * 2).await;
-        let response = get_on(&mut kept, "/ok").await;
+        let response = get_on(&mut kept, "/ok", "keep-alive").await;
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        let after = until_closed(&mut kept).await;
+        let after = until_closed(&mut kept, "keep-alive").await;
         assert!(after >= timeouts.idle - early, "closed after {after:?}");
         threads.stop();
     }

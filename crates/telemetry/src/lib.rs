@@ -23,6 +23,8 @@ pub mod http;
 pub mod limit;
 pub mod logging;
 pub mod output;
+#[cfg(feature = "probe")]
+pub mod probe;
 pub mod serve;
 
 use std::sync::Arc;

@@ -12,6 +12,7 @@ mod support;
 
 use support::{Traffic, Up, child_of, wait_ready};
 use warden_monitor::notify::{SIGNATURE_HEADER, verify_signature};
+use warden_telemetry::probe::{get_on, until_closed};
 
 const SECRET: &str = "test-webhook-secret";
 
@@ -372,58 +373,6 @@ async fn one_address_hammering_logins_through_the_proxy_locks_no_one_else_out() 
     assert!(!cmdline.contains(&secret), "{cmdline}");
 }
 
-/// Reads until the server closes `stream` (end of stream or a reset), failing when
-/// it is still open after five seconds or sends anything; returns how long it took.
-async fn until_closed(stream: &mut tokio::net::TcpStream, what: &str) -> Duration {
-    use tokio::io::AsyncReadExt;
-    let started = Instant::now();
-    let mut buf = [0u8; 1024];
-    match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-        Err(_) => panic!("{what}: still open after 5 s"),
-        Ok(Ok(0)) => {}
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Ok(Ok(n)) => panic!("{what}: sent {:?}", String::from_utf8_lossy(&buf[..n])),
-        Ok(Err(e)) => panic!("{what}: read failed: {e}"),
-    }
-    started.elapsed()
-}
-
-/// Sends `GET /healthz` on `stream` and returns the status line of the response,
-/// read whole.
-async fn healthz_on(stream: &mut tokio::net::TcpStream, what: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "{what}: closed mid-response");
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(str::to_owned)
-                })
-                .unwrap_or_else(|| panic!("{what}: no content-length in {head}"))
-                .parse()
-                .unwrap();
-            if body.len() >= length {
-                return head.lines().next().unwrap_or_default().to_owned();
-            }
-        }
-    }
-}
-
 /// Connections that send nothing or half a request head, or idle after a response,
 /// are closed by every server `warden up` runs: the front proxy, the console, and
 /// the API instance, which gets the deadlines from `warden up`.
@@ -485,13 +434,21 @@ async fn stalled_and_idle_connections_are_closed_by_the_proxy_the_console_and_th
 
         let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
         assert_eq!(
-            healthz_on(&mut kept, what).await,
+            get_on(&mut kept, "/healthz", what)
+                .await
+                .lines()
+                .next()
+                .unwrap_or_default(),
             "HTTP/1.1 200 OK",
             "{what}"
         );
         tokio::time::sleep(header_read * 2).await;
         assert_eq!(
-            healthz_on(&mut kept, what).await,
+            get_on(&mut kept, "/healthz", what)
+                .await
+                .lines()
+                .next()
+                .unwrap_or_default(),
             "HTTP/1.1 200 OK",
             "{what}: a keep-alive connection outlives the header timeout"
         );

@@ -753,7 +753,6 @@ impl Snapshot {
             .iter()
             .flat_map(|c| c.series.iter().flat_map(|(_, s)| s.iter()))
             .filter_map(|s| s.points.first().map(|&(t, _)| t))
-            .chain(self.up.values().map(|&(t, _)| t))
             .min()
     }
 
